@@ -10,6 +10,7 @@ from fastai.basics import *
 from fastai.callback.hook import Hooks
 from fastai.callback.training import GradientAccumulation
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from ..core.schedule import Schedule
@@ -297,6 +298,7 @@ class KnowledgeDistillationCallback(Callback):
     def _init_state(self):
         "Runtime state, never pickled: an exported learner keeps the callback but not the teacher"
         self._hooks_s = self._hooks_t = self._teacher_modes = self._teacher_device = self._teacher_dtype = None
+        self._shared = []
         for k in ('teacher', 'cache', 'connectors'): self.__dict__.setdefault(k, None)
 
 # %% ../../nbs/distill/distillation_callback.ipynb #6b70acaa
@@ -327,7 +329,11 @@ def _attach(self:KnowledgeDistillationCallback):
         self._teacher_device = dev
         self.teacher.to(target)
     self._teacher_dtype = _float_dtype(self.teacher)
-    self.teacher.eval()
+    student = {id(m) for m in _unwrap(self.learn.model).modules()}
+    # a module the student shares stays in the student's mode; it is put in eval mode around each teacher pass only
+    self._shared = [m for m in self.teacher.modules() if id(m) in student]
+    for m,_ in self._teacher_modes:
+        if id(m) not in student: m.training = False
     if self._names_s: self.register_hooks()
     if len(self.connectors):
         self.connectors.to(target).train(self.training)
@@ -407,6 +413,10 @@ def before_fit(self:KnowledgeDistillationCallback) -> None:
     "Check the student's layer names, guard the epochs and add the loss columns"
     self._cleanup()
     for n in self._names_s: _find_layer(self.learn.model, n, 'student')
+    if any(t.adapters for t in self._terms) and (num_distrib() > 1 or (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1)):
+        raise NotImplementedError("adapters=True is not supported in distributed training: the connectors live outside "
+                                  "DistributedDataParallel, so their gradients would not be averaged across processes. "
+                                  "Use layers whose shapes match, or a relational loss (Similarity, PKT, RKD) that needs no adapter.")
     self._guard_epochs()
     self.n_skipped = 0
     # `validate` and `get_preds` run `before_fit` too, without logging: no columns there
@@ -468,7 +478,12 @@ def _teacher_forward(self:KnowledgeDistillationCallback, xb) -> list:
     "One inference pass of the teacher on `xb`, without autograd: its output, then the hooked maps"
     if self._teacher_dtype is not None:
         xb = [x.to(self._teacher_dtype) if isinstance(x, Tensor) and x.is_floating_point() else x for x in xb]
-    with torch.no_grad(): pred = self.teacher(*xb)
+    modes = [m.training for m in self._shared]
+    try:
+        for m in self._shared: m.training = False
+        with torch.no_grad(): pred = self.teacher(*xb)
+    finally:
+        for m,mode in zip(self._shared, modes): m.training = mode
     return [pred, *(self._hooks_t.stored if self._hooks_t else [])]
 
 @patch
@@ -516,9 +531,10 @@ def after_loss(self:KnowledgeDistillationCallback) -> None:
     if not len(self.yb) or not (self.training or self.valid_distill): return
     if self._teacher_modes is None: self._attach()  # e.g. `validate()` outside a fit, with `valid_distill=True`
     if find_bs(self.yb) == 0: raise ValueError(f"batch {self.iter} is empty: distillation needs at least one item per batch")
+    # read the student's maps first: a module shared with the teacher would store the teacher's next
+    fm_s = dict(zip(self._names_s, self._hooks_s.stored)) if self._hooks_s else {}
     teacher_pred,fm_t = self._teacher_outputs()
     if not self._finite([teacher_pred, *fm_t.values()]): return
-    fm_s = dict(zip(self._names_s, self._hooks_s.stored)) if self._hooks_s else {}
     target = self.yb[0] if len(self.yb) == 1 else self.yb
     parts = []
     for term in self._terms:
@@ -535,4 +551,4 @@ def after_loss(self:KnowledgeDistillationCallback) -> None:
 
 # %% ../../nbs/distill/distillation_callback.ipynb #42c50f00
 KnowledgeDistillationCallback._stateattrs = ('teacher', 'cache', 'connectors', '_hooks_s', '_hooks_t', '_teacher_modes',
-                                             '_teacher_device', '_sums')
+                                             '_teacher_device', '_sums', '_shared')
