@@ -112,7 +112,7 @@ def _find_layer(model:nn.Module, name:str, role:str) -> nn.Module:
 _LOSS_KWARGS = ('pred', 'teacher_pred', 'fm_s', 'fm_t', 'target')
 
 def _loss_params(loss:Callable) -> set:
-    "The keyword arguments `loss` uses by name; raises if it cannot be called with `_LOSS_KWARGS`"
+    "The keyword arguments `loss` names (and `'**'` if it takes `**kwargs`); raises if it cannot be called with `_LOSS_KWARGS`"
     if not callable(loss): raise TypeError(f"loss must be a function such as `SoftTarget`, got {type(loss).__name__}")
     try: sig = inspect.signature(loss.forward if isinstance(loss, nn.Module) else loss)
     except (TypeError, ValueError): return set(_LOSS_KWARGS)
@@ -126,7 +126,7 @@ def _loss_params(loss:Callable) -> set:
         raise TypeError(f"loss {name}{sig} cannot be called as loss(pred=, teacher_pred=, fm_s=, fm_t=, target=): "
                         + (f"it requires {sorted(missing)}. " if missing else "")
                         + (f"Add **kwargs to absorb {sorted(unknown)}." if unknown and not has_var_kw else ""))
-    return named
+    return named | ({'**'} if has_var_kw else set())
 
 # %% ../../nbs/distill/distillation_callback.ipynb #9d938791
 class DistillLoss:
@@ -149,6 +149,8 @@ class DistillLoss:
 
     @property
     def needs_features(self): return bool({'fm_s', 'fm_t'} & self.uses)
+    @property
+    def takes_features(self): return self.needs_features or '**' in self.uses  # a `**kwargs` loss may read them
     def scale(self, pct_train:float) -> float:
         "This term's scale at training progress `pct_train`"
         return self.weight * (1. if self.schedule is None else self.schedule.progress(pct_train))
@@ -285,7 +287,7 @@ class KnowledgeDistillationCallback(Callback):
         names = [t.name for t in self._terms]
         for i,t in enumerate(self._terms):
             if names.count(names[i]) > 1: t.name = f"{names[i]}_{names[:i].count(names[i])}"
-            if t.student is None and t.needs_features: t.student,t.teacher = self.activations_student,self.activations_teacher
+            if t.student is None and t.takes_features: t.student,t.teacher = self.activations_student,self.activations_teacher
             if t.student is None and t.needs_features:
                 raise ValueError(f"loss {t.name} compares feature maps: pass activations_student and activations_teacher "
                                  "(see `get_model_layers` and `match_feature_layers`)")
@@ -501,11 +503,15 @@ def _teacher_outputs(self:KnowledgeDistillationCallback):
 def _finite(self:KnowledgeDistillationCallback, outs) -> bool:
     "Whether all the teacher's outputs are finite; raises if not, unless `on_nonfinite='skip'`"
     ts = [o for o in outs if isinstance(o, Tensor) and o.is_floating_point()]
-    if not ts or torch.stack([torch.isfinite(t).all() for t in ts]).all(): return True
+    # a NaN or Inf anywhere makes a sum non-finite: one cheap reduction per map, the exact check only if it fails
+    if not ts or torch.stack([t.sum(dtype=torch.float32) for t in ts]).isfinite().all(): return True
+    if all(torch.isfinite(t).all() for t in ts): return True  # finite values whose sum overflowed
     if self.on_nonfinite == 'skip':
         self.n_skipped += 1
         return False
-    where = f"training batch {self.iter} of epoch {self.epoch}" if self.training else f"validation batch {self.iter}"
+    learn = self.learn
+    where = ("a batch" if learn is None else f"training batch {learn.iter} of epoch {learn.epoch}" if learn.training
+             else f"validation batch {learn.iter}")
     raise FloatingPointError(f"The teacher ({type(self.teacher).__name__}) returned NaN or Inf on {where}. "
                              "Check the teacher and the inputs, or pass on_nonfinite='skip' to train on the task loss alone for such batches.")
 

@@ -185,7 +185,8 @@ def DIST(pred:Tensor,          # Student logits, (batch, classes, ...)
 # %% ../../nbs/distill/losses.ipynb #5c39f4ee
 def _attention_map(f:Tensor, p:float) -> Tensor:
     "Per item, the channel mean of `|f|**p` at each position, flattened and L2-normalised"
-    return F.normalize(f.abs().pow(p).mean(1).flatten(1), dim=1)
+    a = f.pow(p) if p % 2 == 0 else f.abs().pow(p)  # |f|**p; for an even p the abs is a wasted pass over the map
+    return F.normalize(a.mean(1).flatten(1), dim=1)
 
 @_fp32
 def Attention(fm_s:dict,   # Student feature maps, name -> (batch, channels, height, width)
