@@ -7,7 +7,7 @@ from __future__ import annotations
 import difflib, hashlib, inspect, itertools
 from typing import Callable, Any
 from fastai.basics import *
-from fastai.callback.hook import Hooks
+from fastai.callback.hook import Hook, Hooks
 from fastai.callback.training import GradientAccumulation
 import torch
 import torch.distributed as dist
@@ -272,6 +272,7 @@ class KnowledgeDistillationCallback(Callback):
         _check_schedule(schedule)
         if on_nonfinite not in ('raise', 'skip'): raise ValueError(f"on_nonfinite={on_nonfinite!r}: use 'raise' or 'skip'")
         store_attr('teacher,loss,weight,schedule,valid_distill,adapters,on_nonfinite,log_terms', store_args=False)
+        self.run_valid = valid_distill  # nothing to do per batch in validation otherwise: let fastai skip those events
         self.activations_student,self.activations_teacher = _layer_lists(activations_student, activations_teacher)
         self._terms = [l if isinstance(l, DistillLoss) else DistillLoss(l) for l in (loss if isinstance(loss, (list, tuple)) else [loss])]
         if not self._terms: raise ValueError("loss is an empty list: give at least one loss function")
