@@ -10,11 +10,10 @@ cfg = cfg['DEFAULT']
 for k in 'version description keywords author author_email license lib_name user min_python git_url'.split():
     assert cfg.get(k), f'settings.ini is missing `{k}`'
 
-licenses = {'apache2': ('Apache Software License 2.0', 'OSI Approved :: Apache Software License')}
+licenses = {'apache2': 'Apache-2.0'}  # SPDX expression: setuptools deprecates license classifiers
 statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Production/Stable', '6 - Mature', '7 - Inactive']
 py_versions = '3.9 3.10 3.11 3.12 3.13'.split()
 min_python = cfg['min_python']
-lic = licenses[cfg['license']]
 
 requirements = cfg.get('requirements', '').split()
 dev_requirements = cfg.get('dev_requirements', '').split()
@@ -28,12 +27,11 @@ setuptools.setup(
     long_description_content_type='text/markdown',
     keywords=cfg['keywords'],
     author=cfg['author'], author_email=cfg['author_email'],
-    license=lic[0],
+    license=licenses[cfg['license']],
     url=cfg['git_url'],
     classifiers=['Development Status :: ' + statuses[int(cfg['status'])],
                  'Intended Audience :: ' + cfg['audience'].title(),
-                 'Natural Language :: ' + cfg['language'].title(),
-                 'License :: ' + lic[1]] +
+                 'Natural Language :: ' + cfg['language'].title()] +
                 ['Programming Language :: Python :: ' + v for v in py_versions[py_versions.index(min_python):]],
     packages=setuptools.find_packages(include=['fasterai', 'fasterai.*']),
     include_package_data=True,
