@@ -5,6 +5,7 @@
 # %% ../../nbs/distill/distillation_callback.ipynb #b3b48d75
 from __future__ import annotations
 import difflib, hashlib, inspect, itertools
+from copy import copy
 from typing import Callable, Any
 from fastai.basics import *
 from fastai.callback.hook import Hook, Hooks
@@ -274,7 +275,8 @@ class KnowledgeDistillationCallback(Callback):
         store_attr('teacher,loss,weight,schedule,valid_distill,adapters,on_nonfinite,log_terms', store_args=False)
         self.run_valid = valid_distill  # nothing to do per batch in validation otherwise: let fastai skip those events
         self.activations_student,self.activations_teacher = _layer_lists(activations_student, activations_teacher)
-        self._terms = [l if isinstance(l, DistillLoss) else DistillLoss(l) for l in (loss if isinstance(loss, (list, tuple)) else [loss])]
+        # copies: `_pair_layers` fills in names and layers, which must not leak into a term the user reuses elsewhere
+        self._terms = [copy(l) if isinstance(l, DistillLoss) else DistillLoss(l) for l in (loss if isinstance(loss, (list, tuple)) else [loss])]
         if not self._terms: raise ValueError("loss is an empty list: give at least one loss function")
         self._pair_layers()
         self.cache = TeacherCache(cache_mb) if cache_mb else None
