@@ -303,7 +303,7 @@ class KnowledgeDistillationCallback(Callback):
     def _init_state(self):
         "Runtime state, never pickled: an exported learner keeps the callback but not the teacher"
         self._hooks_s = self._hooks_t = self._teacher_modes = self._teacher_device = self._teacher_dtype = None
-        self._shared = []
+        self._shared,self._scales = [],None
         for k in ('teacher', 'cache', 'connectors'): self.__dict__.setdefault(k, None)
 
 # %% ../../nbs/distill/distillation_callback.ipynb #6b70acaa
@@ -549,7 +549,7 @@ def after_loss(self:KnowledgeDistillationCallback) -> None:
     for term in self._terms:
         s,t = self._maps(term, fm_s, fm_t)
         parts.append(term.loss(pred=self.pred, teacher_pred=teacher_pred, fm_s=s, fm_t=t, target=target))
-    scales = getattr(self, '_scales', None) or [t.scale(1.) for t in self._terms]
+    scales = self._scales or [t.scale(1.) for t in self._terms]  # `validate()` outside a fit: the terms' final scales
     task = self.learn.loss_grad
     distill = sum(w*p for w,p in zip(scales, parts))
     self.learn.loss_grad = torch.lerp(task, distill.to(task.dtype), self.current_weight)
