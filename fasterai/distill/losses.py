@@ -183,10 +183,25 @@ def DIST(pred:Tensor,          # Student logits, (batch, classes, ...)
     return T*T * (beta*inter + gamma*intra)
 
 # %% ../../nbs/distill/losses.ipynb #5c39f4ee
+class _MeanSquare(torch.autograd.Function):
+    "`(f*f).mean(1)` without a full-size `f*f`: the forward squares slices of the batch, the backward is one pass"
+    @staticmethod
+    def forward(ctx, f):
+        ctx.save_for_backward(f)
+        if not len(f): return f.sum(1)
+        n = max(1, 2**18 // max(f[0].numel(), 1))  # items per slice: about 1 MB of squares at a time
+        return torch.cat([c.mul(c).mean(1) for c in f.split(n)])
+
+    @staticmethod
+    def backward(ctx, g):
+        f, = ctx.saved_tensors
+        return f * (g * (2 / f.shape[1])).unsqueeze(1)
+
 def _attention_map(f:Tensor, p:float) -> Tensor:
     "Per item, the channel mean of `|f|**p` at each position, flattened and L2-normalised"
-    a = f.pow(p) if p % 2 == 0 else f.abs().pow(p)  # |f|**p; for an even p the abs is a wasted pass over the map
-    return F.normalize(a.mean(1).flatten(1), dim=1)
+    # p=2, the usual case, is a feature loss's main cost: `_MeanSquare` reads the map once forward and once backward
+    a = _MeanSquare.apply(f) if p == 2 else f.abs().pow(p).mean(1)
+    return F.normalize(a.flatten(1), dim=1)
 
 @_fp32
 def Attention(fm_s:dict,   # Student feature maps, name -> (batch, channels, height, width)
