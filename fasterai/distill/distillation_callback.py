@@ -213,11 +213,12 @@ class TeacherCache:
     def hit_rate(self) -> float: return self.hits / max(self.hits + self.misses, 1)
 
     def keys(self, xb) -> list[bytes]:
-        "One key per item: a hash of the bytes, shapes and dtypes of all its inputs"
-        hs = [hashlib.blake2b(digest_size=16) for _ in range(find_bs(xb))]
+        "One key per item: a SHA-256 of the bytes, shapes and dtypes of all its inputs"
+        # SHA-256 has hardware support on current CPUs (about twice BLAKE2b's speed here), and reads the rows in place
+        hs = [hashlib.sha256() for _ in range(find_bs(xb))]
         for x in xb:
-            rows = x.detach().reshape(len(hs), -1).contiguous().view(torch.uint8).cpu().numpy()
-            for h,r in zip(hs, rows): h.update(r.tobytes()); h.update(f"{x.dtype}{tuple(x.shape[1:])}".encode())
+            rows,tag = x.detach().reshape(len(hs), -1).contiguous().view(torch.uint8).cpu().numpy(),f"{x.dtype}{tuple(x.shape[1:])}".encode()
+            for h,r in zip(hs, rows): h.update(r); h.update(tag)
         return [h.digest() for h in hs]
 
     def __call__(self, xb, compute:Callable, version) -> list[Tensor]:
@@ -229,10 +230,12 @@ class TeacherCache:
         if not miss: return [torch.stack(o) for o in zip(*[self.store[k] for k in keys])]
         sub = xb if len(miss) == len(keys) else [x[tensor(miss, device=x.device)] for x in xb]
         outs = compute(sub)
-        for j,i in enumerate(miss):
-            row = [o[j].detach().clone() for o in outs]  # a view would keep the whole batch alive
-            size = sum(r.numel() * r.element_size() for r in row)
-            if self.nbytes + size <= self.max_bytes: self.store[keys[i]] = row; self.nbytes += size
+        size = sum(o[0].numel() * o.element_size() for o in outs)  # of one item
+        n = min(len(miss), max(0, self.max_bytes - self.nbytes) // max(size, 1))  # the items there is room for
+        # one copy of the batch, its rows stored as views: a view keeps only that copy alive, all of it stored
+        rows = zip(*[o[:n].detach().clone().unbind(0) for o in outs])
+        for i,row in zip(miss[:n], rows): self.store[keys[i]] = list(row)
+        self.nbytes += n*size
         if len(miss) == len(keys): return outs
         pos = {i:j for j,i in enumerate(miss)}
         return [torch.stack([o[pos[i]] if i in pos else self.store[k][n] for i,k in enumerate(keys)])
@@ -303,7 +306,7 @@ class KnowledgeDistillationCallback(Callback):
     def _init_state(self):
         "Runtime state, never pickled: an exported learner keeps the callback but not the teacher"
         self._hooks_s = self._hooks_t = self._teacher_modes = self._teacher_device = self._teacher_dtype = None
-        self._shared,self._scales = [],None
+        self._shared,self._scales,self._pre,self._early,self._t_tensors = [],None,None,None,None
         for k in ('teacher', 'cache', 'connectors'): self.__dict__.setdefault(k, None)
 
 # %% ../../nbs/distill/distillation_callback.ipynb #6b70acaa
@@ -340,6 +343,8 @@ def _attach(self:KnowledgeDistillationCallback):
     for m,_ in self._teacher_modes:
         if id(m) not in student: m.training = False
     if self._names_s: self.register_hooks()
+    # the teacher runs just before the student's forward: see `_teacher_first`
+    self._pre = self.learn.model.register_forward_pre_hook(self._teacher_first)
     if len(self.connectors):
         self.connectors.to(target).train(self.training)
         if self.training and getattr(self.learn, 'opt', None) is not None: _opt_params(self.learn.opt).extend(self.connectors.parameters())
@@ -354,6 +359,8 @@ def _need_teacher(self:KnowledgeDistillationCallback):
 def _detach(self:KnowledgeDistillationCallback):
     "Undo `_attach`: remove the hooks, give the teacher back its modes and its device, take the adapters out of the optimizer. Safe to call twice"
     self.remove_hooks()
+    if self._pre is not None: self._pre.remove()
+    self._pre = self._early = self._t_tensors = None  # the teacher's tensors are listed again at the next epoch
     if self._teacher_modes is not None:
         for m,mode in self._teacher_modes: m.training = mode
         self._teacher_modes = None
@@ -377,7 +384,10 @@ def register_hooks(self:KnowledgeDistillationCallback) -> None:
 @patch
 def remove_hooks(self:KnowledgeDistillationCallback, handles:Any=None) -> None:
     "Remove the hooks this callback registered (or the given `handles`)"
-    for h in L(handles.values() if isinstance(handles, dict) else handles) + L(self._hooks_s, self._hooks_t):
+    if handles is not None:
+        for h in L(handles.values() if isinstance(handles, dict) else handles):
+            if h is not None: h.remove()
+    for h in (self._hooks_s, self._hooks_t):
         if h is not None: h.remove()
     self._hooks_s = self._hooks_t = None
 
@@ -476,6 +486,7 @@ def after_batch(self:KnowledgeDistillationCallback) -> None:
     "Clear activations after each batch to prevent memory buildup"
     for hs in (self._hooks_s, self._hooks_t):
         for h in hs or []: h.stored = None
+    self._early = None
 
 # %% ../../nbs/distill/distillation_callback.ipynb #225979f8
 @patch
@@ -489,7 +500,9 @@ def _teacher_forward(self:KnowledgeDistillationCallback, xb) -> list:
         with torch.no_grad(): pred = self.teacher(*xb)
     finally:
         for m,mode in zip(self._shared, modes): m.training = mode
-    return [pred, *(self._hooks_t.stored if self._hooks_t else [])]
+    maps = list(self._hooks_t.stored) if self._hooks_t else []
+    for h in self._hooks_t or []: h.stored = None  # the caller's list is the only reference: the maps go with the loss
+    return [pred, *maps]
 
 @patch
 def _teacher_outputs(self:KnowledgeDistillationCallback):
@@ -497,10 +510,22 @@ def _teacher_outputs(self:KnowledgeDistillationCallback):
     if self.cache is None: outs = self._teacher_forward(self.xb)
     else:
         if not all(isinstance(x, Tensor) for x in self.xb): raise TypeError("cache_mb needs inputs that are tensors")
-        version = (tuple(p._version for p in itertools.chain(self.teacher.parameters(), self.teacher.buffers())),
-                   _autocast_key(self.xb[0].device.type))
+        if self._t_tensors is None: self._t_tensors = list(itertools.chain(self.teacher.parameters(), self.teacher.buffers()))
+        version = (tuple(t._version for t in self._t_tensors), _autocast_key(self.xb[0].device.type))
         outs = self.cache(self.xb, self._teacher_forward, version)
     return outs[0], dict(zip(self._names_t, outs[1:]))
+
+def _same(a, b) -> bool: return len(a) == len(b) and all(x is y for x,y in zip(a, b))
+
+@patch
+def _teacher_first(self:KnowledgeDistillationCallback, model, args):
+    "Forward pre-hook on the student: run the teacher on the learner's batch just before the student's forward"
+    # Then the teacher's activations are freed before the student's exist, so the two never add up in memory, and
+    # the teacher runs inside the same autocast as the student (`MixedPrecision` enters it in `before_batch`).
+    # Only the learner's own forward on its own batch counts, once: any other call of the student is left alone.
+    if self._early is not None or not len(self.yb) or not _same(args, self.xb): return
+    if not (self.training or self.valid_distill) or find_bs(self.yb) == 0: return
+    self._early = self._teacher_outputs()
 
 @patch
 def _finite(self:KnowledgeDistillationCallback, outs) -> bool:
@@ -542,7 +567,10 @@ def after_loss(self:KnowledgeDistillationCallback) -> None:
     if find_bs(self.yb) == 0: raise ValueError(f"batch {self.iter} is empty: distillation needs at least one item per batch")
     # read the student's maps first: a module shared with the teacher would store the teacher's next
     fm_s = dict(zip(self._names_s, self._hooks_s.stored)) if self._hooks_s else {}
-    teacher_pred,fm_t = self._teacher_outputs()
+    # the teacher ran just before the student's forward, on the same batch; if that forward was not the learner's
+    # own call on `learn.xb` (a callback that predicts by itself, say), it runs now
+    early,self._early = self._early,None
+    teacher_pred,fm_t = early if early is not None else self._teacher_outputs()
     if not self._finite([teacher_pred, *fm_t.values()]): return
     target = self.yb[0] if len(self.yb) == 1 else self.yb
     parts = []
@@ -560,4 +588,4 @@ def after_loss(self:KnowledgeDistillationCallback) -> None:
 
 # %% ../../nbs/distill/distillation_callback.ipynb #42c50f00
 KnowledgeDistillationCallback._stateattrs = ('teacher', 'cache', 'connectors', '_hooks_s', '_hooks_t', '_teacher_modes',
-                                             '_teacher_device', '_sums', '_shared')
+                                             '_teacher_device', '_sums', '_shared', '_pre', '_early', '_t_tensors')
