@@ -569,8 +569,8 @@ def after_loss(self:KnowledgeDistillationCallback) -> None:
     fm_s = dict(zip(self._names_s, self._hooks_s.stored)) if self._hooks_s else {}
     # the teacher ran just before the student's forward, on the same batch; if that forward was not the learner's
     # own call on `learn.xb` (a callback that predicts by itself, say), it runs now
-    early,self._early = self._early,None
-    teacher_pred,fm_t = early if early is not None else self._teacher_outputs()
+    early,self._early = self._early,()  # not None: a later call of the student in this batch runs no teacher
+    teacher_pred,fm_t = early if early else self._teacher_outputs()
     if not self._finite([teacher_pred, *fm_t.values()]): return
     target = self.yb[0] if len(self.yb) == 1 else self.yb
     parts = []
