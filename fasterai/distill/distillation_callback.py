@@ -268,6 +268,7 @@ class KnowledgeDistillationCallback(Callback):
                  valid_distill: bool = False,                                  # Also run the teacher and mix the losses in validation
                  adapters: bool = False,                                       # Learn connectors for student maps whose shape differs from the teacher's
                  cache_mb: float = 0,                                          # Keep up to this many MB of teacher outputs (deterministic inputs only); 0: off
+                 channels_last: bool = False,                                  # Run the teacher with its 4-D weights in channels-last layout (faster convolutions)
                  on_nonfinite: str = 'raise',                                  # Teacher output with NaN/Inf: 'raise' or 'skip' the batch
                  log_terms: bool = True,                                       # Show the task loss and each distillation term as columns
     ):
@@ -275,7 +276,7 @@ class KnowledgeDistillationCallback(Callback):
         if not 0 <= weight <= 1: raise ValueError(f"weight={weight} is outside [0, 1]: it is the share of the distillation loss in lerp(task_loss, distill_loss, weight)")
         _check_schedule(schedule)
         if on_nonfinite not in ('raise', 'skip'): raise ValueError(f"on_nonfinite={on_nonfinite!r}: use 'raise' or 'skip'")
-        store_attr('teacher,loss,weight,schedule,valid_distill,adapters,on_nonfinite,log_terms', store_args=False)
+        store_attr('teacher,loss,weight,schedule,valid_distill,adapters,channels_last,on_nonfinite,log_terms', store_args=False)
         self.run_valid = valid_distill  # nothing to do per batch in validation otherwise: let fastai skip those events
         self.activations_student,self.activations_teacher = _layer_lists(activations_student, activations_teacher)
         # copies: `_pair_layers` fills in names and layers, which must not leak into a term the user reuses elsewhere
@@ -306,7 +307,7 @@ class KnowledgeDistillationCallback(Callback):
     def _init_state(self):
         "Runtime state, never pickled: an exported learner keeps the callback but not the teacher"
         self._hooks_s = self._hooks_t = self._teacher_modes = self._teacher_device = self._teacher_dtype = None
-        self._shared,self._scales,self._pre,self._early,self._t_tensors = [],None,None,None,None
+        self._shared,self._scales,self._pre,self._early,self._t_tensors,self._layouts = [],None,None,None,None,None
         for k in ('teacher', 'cache', 'connectors'): self.__dict__.setdefault(k, None)
 
 # %% ../../nbs/distill/distillation_callback.ipynb #6b70acaa
@@ -342,6 +343,12 @@ def _attach(self:KnowledgeDistillationCallback):
     self._shared = [m for m in self.teacher.modules() if id(m) in student]
     for m,_ in self._teacher_modes:
         if id(m) not in student: m.training = False
+    if self.channels_last:
+        # the teacher's own 4-D tensors in channels-last layout for the epoch (same values; the student's are left alone)
+        self._layouts = [(t, t.stride()) for m in self.teacher.modules() if id(m) not in student
+                         for t in itertools.chain(m.parameters(recurse=False), m.buffers(recurse=False))
+                         if t.ndim == 4 and not t.is_contiguous(memory_format=torch.channels_last)]
+        for t,_ in self._layouts: t.data = t.data.contiguous(memory_format=torch.channels_last)
     if self._names_s: self.register_hooks()
     # the teacher runs just before the student's forward: see `_teacher_first`
     self._pre = self.learn.model.register_forward_pre_hook(self._teacher_first)
@@ -364,6 +371,8 @@ def _detach(self:KnowledgeDistillationCallback):
     if self._teacher_modes is not None:
         for m,mode in self._teacher_modes: m.training = mode
         self._teacher_modes = None
+    for t,stride in self._layouts or []: t.data = torch.empty_strided(t.shape, stride, dtype=t.dtype, device=t.device).copy_(t.data)
+    self._layouts = None
     if self._teacher_device is not None:
         self.teacher.to(self._teacher_device)
         self._teacher_device = None
@@ -588,4 +597,4 @@ def after_loss(self:KnowledgeDistillationCallback) -> None:
 
 # %% ../../nbs/distill/distillation_callback.ipynb #42c50f00
 KnowledgeDistillationCallback._stateattrs = ('teacher', 'cache', 'connectors', '_hooks_s', '_hooks_t', '_teacher_modes',
-                                             '_teacher_device', '_sums', '_shared', '_pre', '_early', '_t_tensors')
+                                             '_teacher_device', '_sums', '_shared', '_pre', '_early', '_t_tensors', '_layouts')
