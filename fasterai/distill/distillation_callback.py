@@ -534,14 +534,21 @@ def _teacher_first(self:KnowledgeDistillationCallback, model, args):
     # Only the learner's own forward on its own batch counts, once: any other call of the student is left alone.
     if self._early is not None or not len(self.yb) or not _same(args, self.xb): return
     if not (self.training or self.valid_distill) or find_bs(self.yb) == 0: return
-    self._early = self._teacher_outputs()
+    pred,maps = self._teacher_outputs()
+    # the sums for the NaN check, while the maps are still in the CPU's caches: about half the time read cold later
+    self._early = pred,maps,_sums_finite([pred, *maps.values()])
+
+def _sums_finite(outs):
+    "Whether the sum of each floating-point tensor in `outs` is finite, as a 0-d tensor (no sync with the device)"
+    ts = [o for o in outs if isinstance(o, Tensor) and o.is_floating_point()]
+    return torch.stack([t.sum(dtype=torch.float32) for t in ts]).isfinite().all() if ts else True
 
 @patch
-def _finite(self:KnowledgeDistillationCallback, outs) -> bool:
-    "Whether all the teacher's outputs are finite; raises if not, unless `on_nonfinite='skip'`"
+def _finite(self:KnowledgeDistillationCallback, outs, quick=None) -> bool:
+    "Whether all the teacher's outputs are finite (`quick`: `_sums_finite(outs)`, if known); raises if not, unless `on_nonfinite='skip'`"
     ts = [o for o in outs if isinstance(o, Tensor) and o.is_floating_point()]
     # a NaN or Inf anywhere makes a sum non-finite: one cheap reduction per map, the exact check only if it fails
-    if not ts or torch.stack([t.sum(dtype=torch.float32) for t in ts]).isfinite().all(): return True
+    if (_sums_finite(ts) if quick is None else quick): return True
     if all(torch.isfinite(t).all() for t in ts): return True  # finite values whose sum overflowed
     if self.on_nonfinite == 'skip':
         self.n_skipped += 1
@@ -579,8 +586,8 @@ def after_loss(self:KnowledgeDistillationCallback) -> None:
     # the teacher ran just before the student's forward, on the same batch; if that forward was not the learner's
     # own call on `learn.xb` (a callback that predicts by itself, say), it runs now
     early,self._early = self._early,()  # not None: a later call of the student in this batch runs no teacher
-    teacher_pred,fm_t = early if early else self._teacher_outputs()
-    if not self._finite([teacher_pred, *fm_t.values()]): return
+    teacher_pred,fm_t,quick = early if early else (*self._teacher_outputs(), None)
+    if not self._finite([teacher_pred, *fm_t.values()], quick): return
     target = self.yb[0] if len(self.yb) == 1 else self.yb
     parts = []
     for term in self._terms:
