@@ -9,7 +9,8 @@ over the same training batches. This script measures, in one process, the epoch 
 `learn.fit(1)`) of:
 
 * the student alone, and the teacher alone (eval mode, `no_grad`, over the same training batches);
-* KD on logits (`SoftTarget`), on three feature pairs (`Attention`), and on both at once, written two ways:
+* KD on logits (`SoftTarget`), the same with `channels_last=True` (the teacher runs with channels-last
+  weights; the ideal keeps the teacher as given), on three feature pairs (`Attention`), and on both at once, written two ways:
   one loss function `def combined(**kw): return SoftTarget(**kw) + Attention(**kw)`, and the callback's
   list of losses `loss=[SoftTarget, Attention]` (both terms in one teacher pass);
 * KD with the teacher-output cache (`cache_mb=`): its first epoch, which fills an empty cache (emptied before
@@ -172,6 +173,7 @@ def combined(**kw):
 
 KD_CONFIGS = OrderedDict([
     ('kd_soft',        'KD logits (SoftTarget)'),
+    ('kd_soft_cl',     'KD logits, channels_last=True (teacher in channels-last layout)'),
     ('kd_attn',        'KD 3 feature pairs (Attention)'),
     ('kd_combined',    'KD combined(**kw) = SoftTarget + Attention, 3 pairs'),
     ('kd_list',        'KD loss=[SoftTarget, Attention], 3 pairs'),
@@ -186,6 +188,7 @@ def make_cb(name, teacher):
     from fasterai.distill.losses import SoftTarget, Attention
     if name == 'student':     return None
     if name == 'kd_soft':     return KD(teacher, SoftTarget, weight=0.5)
+    if name == 'kd_soft_cl':  return KD(teacher, SoftTarget, weight=0.5, channels_last=True)
     if name == 'kd_attn':     return KD(teacher, Attention, LAYERS, LAYERS, weight=0.5)
     if name == 'kd_combined': return KD(teacher, combined, LAYERS, LAYERS, weight=0.5)
     if name == 'kd_list':     return KD(teacher, [SoftTarget, Attention], LAYERS, LAYERS, weight=0.5)
