@@ -47,7 +47,7 @@ Details that matter for the numbers:
   the Conv/Linear layers; printed). The feature pairs are the three stages' outputs. What a feature loss adds
   to an epoch depends on the size of the maps it reads relative to the compute that made them: on a student
   with one conv per stage and no downsampling stem (maps 4x larger for the same MACs), Attention on three
-  pairs cost 1.09-1.15x the ideal (`--layout flat`; see the README).
+  pairs cost 1.09-1.14x the ideal (`--layout flat`; see the README).
 * Every configuration is warmed up first (one short fit and one validation, same shapes); the cached
   configuration's cache is filled by a full warm-up epoch, so its later-epoch row reads a full cache.
   A configuration that raises is reported as "error" with its message, and the others still run.
