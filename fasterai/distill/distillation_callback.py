@@ -308,6 +308,7 @@ class KnowledgeDistillationCallback(Callback):
         "Runtime state, never pickled: an exported learner keeps the callback but not the teacher"
         self._hooks_s = self._hooks_t = self._teacher_modes = self._teacher_device = self._teacher_dtype = None
         self._shared,self._scales,self._pre,self._early,self._t_tensors,self._layouts = [],None,None,None,None,None
+        self._in_teacher = False
         for k in ('teacher', 'cache', 'connectors'): self.__dict__.setdefault(k, None)
 
 # %% ../../nbs/distill/distillation_callback.ipynb #6b70acaa
@@ -344,10 +345,12 @@ def _attach(self:KnowledgeDistillationCallback):
     for m,_ in self._teacher_modes:
         if id(m) not in student: m.training = False
     if self.channels_last:
-        # the teacher's own 4-D tensors in channels-last layout for the epoch (same values; the student's are left alone)
+        # the teacher's own 4-D tensors in channels-last layout for the epoch (same values). Left alone: the student's
+        # modules and tensors, and views, whose new storage would no longer be shared with their base
+        own = {id(t) for t in itertools.chain(self.learn.model.parameters(), self.learn.model.buffers())}
         self._layouts = [(t, t.stride()) for m in self.teacher.modules() if id(m) not in student
                          for t in itertools.chain(m.parameters(recurse=False), m.buffers(recurse=False))
-                         if t.ndim == 4 and not t.is_contiguous(memory_format=torch.channels_last)]
+                         if t.ndim == 4 and id(t) not in own and t._base is None and not t.is_contiguous(memory_format=torch.channels_last)]
         for t,_ in self._layouts: t.data = t.data.contiguous(memory_format=torch.channels_last)
     if self._names_s: self.register_hooks()
     # the teacher runs just before the student's forward: see `_teacher_first`
@@ -505,9 +508,12 @@ def _teacher_forward(self:KnowledgeDistillationCallback, xb) -> list:
         xb = [x.to(self._teacher_dtype) if isinstance(x, Tensor) and x.is_floating_point() else x for x in xb]
     modes = [m.training for m in self._shared]
     try:
+        # a teacher that contains the student calls it: `_teacher_first` must not start another teacher pass then
+        self._in_teacher = True
         for m in self._shared: m.training = False
         with torch.no_grad(): pred = self.teacher(*xb)
     finally:
+        self._in_teacher = False
         for m,mode in zip(self._shared, modes): m.training = mode
     maps = list(self._hooks_t.stored) if self._hooks_t else []
     for h in self._hooks_t or []: h.stored = None  # the caller's list is the only reference: the maps go with the loss
@@ -531,12 +537,14 @@ def _teacher_first(self:KnowledgeDistillationCallback, model, args):
     "Forward pre-hook on the student: run the teacher on the learner's batch just before the student's forward"
     # Then the teacher's activations are freed before the student's exist, so the two never add up in memory, and
     # the teacher runs inside the same autocast as the student (`MixedPrecision` enters it in `before_batch`).
-    # Only the learner's own forward on its own batch counts, once: any other call of the student is left alone.
-    if self._early is not None or not len(self.yb) or not _same(args, self.xb): return
+    # Only a call on the learner's batch itself counts, once per batch: other calls of the student are left alone.
+    if self._in_teacher or not len(self.yb) or not _same(args, self.xb): return
+    # done: on this very batch, or the loss is computed already (`()`); a batch replaced since is computed anew
+    if self._early is not None and (not self._early or _same(self._early[0], args)): return
     if not (self.training or self.valid_distill) or find_bs(self.yb) == 0: return
     pred,maps = self._teacher_outputs()
     # the sums for the NaN check, while the maps are still in the CPU's caches: about half the time read cold later
-    self._early = pred,maps,_sums_finite([pred, *maps.values()])
+    self._early = self.xb,pred,maps,_sums_finite([pred, *maps.values()])
 
 def _sums_finite(outs):
     "Whether the sum of each floating-point tensor in `outs` is finite, as a 0-d tensor (no sync with the device)"
@@ -583,10 +591,11 @@ def after_loss(self:KnowledgeDistillationCallback) -> None:
     if find_bs(self.yb) == 0: raise ValueError(f"batch {self.iter} is empty: distillation needs at least one item per batch")
     # read the student's maps first: a module shared with the teacher would store the teacher's next
     fm_s = dict(zip(self._names_s, self._hooks_s.stored)) if self._hooks_s else {}
-    # the teacher ran just before the student's forward, on the same batch; if that forward was not the learner's
-    # own call on `learn.xb` (a callback that predicts by itself, say), it runs now
+    # the teacher ran just before the student's forward on this batch; if it did not (the student was not called on
+    # `learn.xb` itself), or ran on a batch a callback has replaced since, it runs now
     early,self._early = self._early,()  # not None: a later call of the student in this batch runs no teacher
-    teacher_pred,fm_t,quick = early if early else (*self._teacher_outputs(), None)
+    if early and _same(early[0], self.xb): _,teacher_pred,fm_t,quick = early
+    else: (teacher_pred,fm_t),quick = self._teacher_outputs(),None
     if not self._finite([teacher_pred, *fm_t.values()], quick): return
     target = self.yb[0] if len(self.yb) == 1 else self.yb
     parts = []
