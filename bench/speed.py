@@ -14,8 +14,7 @@ over the same training batches. This script measures, in one process, the epoch 
   one loss function `def combined(**kw): return SoftTarget(**kw) + Attention(**kw)`, and the callback's
   list of losses `loss=[SoftTarget, Attention]` (both terms in one teacher pass);
 * KD with the teacher-output cache (`cache_mb=`): its first epoch, which fills an empty cache (emptied before
-  each measurement), and its later epochs, which read it. Shown as "n/a" while
-  `KnowledgeDistillationCallback.__init__` has no `cache_mb`.
+  each measurement), and its later epochs, which read it.
 
 In every round, each KD configuration runs next to its own student epoch and teacher pass (the order of the
 configurations, and the order within each trio, rotate from round to round), and its ratio to the ideal is
@@ -62,7 +61,7 @@ Details that matter for the numbers:
   only: its numbers are not meaningful.
 """
 from __future__ import annotations
-import argparse, gc, inspect, json, os, platform, resource, statistics, subprocess, sys, time, warnings
+import argparse, gc, json, os, platform, resource, statistics, subprocess, sys, time, warnings
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -159,10 +158,6 @@ def quiet(learn):
     finally: learn.logger = old
 
 # ---------------------------------------------------------------------------------------------------------- configs
-
-def has_cache() -> bool:
-    from fasterai.distill.distillation_callback import KnowledgeDistillationCallback as KD
-    return 'cache_mb' in inspect.signature(KD.__init__).parameters
 
 _combined_saw_maps = False
 def combined(**kw):
@@ -281,9 +276,7 @@ def main(args):
     if args.rounds: cfg['rounds'] = args.rounds
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
-    cached = has_cache()
-    kd_names = [n for n in KD_CONFIGS if cached or n not in CACHED]
-    names = ['student', *kd_names]
+    names = ['student', *KD_CONFIGS]
 
     teacher, student, train, valid = setup(cfg['n_train'], cfg['n_valid'])
     state = student.state_dict()
@@ -308,8 +301,7 @@ def main(args):
     print(f'- timing: {cfg["rounds"]} rounds; in each, every KD configuration runs once next to its own student epoch '
           f'and teacher pass (orders rotated), and its ratio to the ideal is taken within that trio; validation: '
           f'{cfg["val_rounds"]} rounds of one learn.validate() per configuration, each paired with one of the student alone')
-    print(f'- feature pairs: {LAYERS} of both models; cache: '
-          + ('measured' if cached else 'n/a, KnowledgeDistillationCallback.__init__ has no cache_mb'))
+    print(f'- feature pairs: {LAYERS} of both models; cache: cache_mb={CACHE_MB}')
     print(flush=True)
 
     # warm-up: every configuration on two batches (same shapes: the kernels and the allocator are warm);
@@ -400,9 +392,6 @@ def main(args):
             print(f'| {label} | error | | | | | | |')
             fails.append(f'{label}: {broken.get(n) or broken["kd_cached"]}')
             continue
-        if n not in runs:
-            print(f'| {label} | n/a (not implemented) | n/a | n/a | n/a | n/a | n/a | n/a |')
-            continue
         r, v, p = ratio(n), vratio(n), mratio(n)
         if n == 'kd_cached':  # the target of a full cache is the student alone: the ratio to the student of its trio
             rs = [med([a[k] / s[k] for a, s in zip(runs[n], alone[n])]) for k in (0, 1)]
@@ -424,9 +413,8 @@ def main(args):
                else 'ru_maxrss')
         print(f'Peak RSS: {how}, a fresh process per configuration ({cfg["mem_epochs"]} epochs of {cfg["mem_train"]} batches), '
               f'each holding the teacher and having run it once; "+": peak minus RSS just before fit.')
-    if not cached: print('Cache rows: n/a (not implemented): KnowledgeDistillationCallback.__init__ has no cache_mb.')
-    else: print('Cache rows: "1st epoch" starts from an emptied cache each time; "later epochs" reads a full cache. '
-                'Both rows share one memory run (2 epochs).')
+    print('Cache rows: "1st epoch" starts from an emptied cache each time; "later epochs" reads a full cache. '
+          'Both rows share one memory run (2 epochs).')
     for n, msg in broken.items(): print(f'Error in {KD_CONFIGS.get(n, n)}: {msg[:400]}')
     if 'kd_combined' in runs and not _combined_saw_maps:
         print('WARNING: combined(**kw) never received feature maps (fm_s empty): the Attention term was 0 and the '

@@ -519,16 +519,22 @@ def _teacher_forward(self:KnowledgeDistillationCallback, xb) -> list:
     for h in self._hooks_t or []: h.stored = None  # the caller's list is the only reference: the maps go with the loss
     return [pred, *maps]
 
+def _sums_finite(outs):
+    "Whether the sum of each floating-point tensor in `outs` is finite, as a 0-d tensor (no sync with the device)"
+    ts = [o for o in outs if isinstance(o, Tensor) and o.is_floating_point()]
+    return torch.stack([t.sum(dtype=torch.float32) for t in ts]).isfinite().all() if ts else True
+
 @patch
 def _teacher_outputs(self:KnowledgeDistillationCallback):
-    "The teacher's output and its maps by layer name, from the cache where possible"
+    "The teacher's output, its maps by layer name (from the cache where possible), and `_sums_finite` of them"
     if self.cache is None: outs = self._teacher_forward(self.xb)
     else:
         if not all(isinstance(x, Tensor) for x in self.xb): raise TypeError("cache_mb needs inputs that are tensors")
         if self._t_tensors is None: self._t_tensors = list(itertools.chain(self.teacher.parameters(), self.teacher.buffers()))
         version = (tuple(t._version for t in self._t_tensors), _autocast_key(self.xb[0].device.type))
         outs = self.cache(self.xb, self._teacher_forward, version)
-    return outs[0], dict(zip(self._names_t, outs[1:]))
+    # the sums for the NaN check, taken while the maps are still in the CPU's caches: about half the time read cold later
+    return outs[0], dict(zip(self._names_t, outs[1:])), _sums_finite(outs)
 
 def _same(a, b) -> bool: return len(a) == len(b) and all(x is y for x,y in zip(a, b))
 
@@ -542,21 +548,14 @@ def _teacher_first(self:KnowledgeDistillationCallback, model, args):
     # done: on this very batch, or the loss is computed already (`()`); a batch replaced since is computed anew
     if self._early is not None and (not self._early or _same(self._early[0], args)): return
     if not (self.training or self.valid_distill) or find_bs(self.yb) == 0: return
-    pred,maps = self._teacher_outputs()
-    # the sums for the NaN check, while the maps are still in the CPU's caches: about half the time read cold later
-    self._early = self.xb,pred,maps,_sums_finite([pred, *maps.values()])
-
-def _sums_finite(outs):
-    "Whether the sum of each floating-point tensor in `outs` is finite, as a 0-d tensor (no sync with the device)"
-    ts = [o for o in outs if isinstance(o, Tensor) and o.is_floating_point()]
-    return torch.stack([t.sum(dtype=torch.float32) for t in ts]).isfinite().all() if ts else True
+    self._early = self.xb,*self._teacher_outputs()
 
 @patch
-def _finite(self:KnowledgeDistillationCallback, outs, quick=None) -> bool:
-    "Whether all the teacher's outputs are finite (`quick`: `_sums_finite(outs)`, if known); raises if not, unless `on_nonfinite='skip'`"
+def _finite(self:KnowledgeDistillationCallback, outs, sums=None) -> bool:
+    "Whether all the teacher's outputs are finite (`sums`: `_sums_finite(outs)`, if known); raises if not, unless `on_nonfinite='skip'`"
     ts = [o for o in outs if isinstance(o, Tensor) and o.is_floating_point()]
     # a NaN or Inf anywhere makes a sum non-finite: one cheap reduction per map, the exact check only if it fails
-    if (_sums_finite(ts) if quick is None else quick): return True
+    if (_sums_finite(ts) if sums is None else sums): return True
     if all(torch.isfinite(t).all() for t in ts): return True  # finite values whose sum overflowed
     if self.on_nonfinite == 'skip':
         self.n_skipped += 1
@@ -594,9 +593,8 @@ def after_loss(self:KnowledgeDistillationCallback) -> None:
     # the teacher ran just before the student's forward on this batch; if it did not (the student was not called on
     # `learn.xb` itself), or ran on a batch a callback has replaced since, it runs now
     early,self._early = self._early,()  # not None: a later call of the student in this batch runs no teacher
-    if early and _same(early[0], self.xb): _,teacher_pred,fm_t,quick = early
-    else: (teacher_pred,fm_t),quick = self._teacher_outputs(),None
-    if not self._finite([teacher_pred, *fm_t.values()], quick): return
+    teacher_pred,fm_t,sums = early[1:] if early and _same(early[0], self.xb) else self._teacher_outputs()
+    if not self._finite([teacher_pred, *fm_t.values()], sums): return
     target = self.yb[0] if len(self.yb) == 1 else self.yb
     parts = []
     for term in self._terms:
