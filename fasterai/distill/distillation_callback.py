@@ -4,130 +4,29 @@
 
 # %% ../../nbs/distill/distillation_callback.ipynb #b3b48d75
 from __future__ import annotations
-import difflib, hashlib, inspect, itertools
+import itertools
+from collections.abc import Mapping
 from copy import copy
 from typing import Callable, Any
 from fastai.basics import *
-from fastai.callback.hook import Hook, Hooks
+from fastai.callback.hook import Hooks
+from fastai.callback.mixup import MixHandler
 from fastai.callback.training import GradientAccumulation
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from ..core.schedule import Schedule
+from .layers import get_model_layers, get_module_by_name, match_feature_layers, _find_layer, _unwrap
+from .losses import _loss_params
+from .cache import TeacherCache
 
 # %% auto #0
-__all__ = ['get_model_layers', 'get_module_by_name', 'match_feature_layers', 'DistillLoss', 'TeacherCache',
-           'KnowledgeDistillationCallback']
+__all__ = ['DistillLoss', 'KnowledgeDistillationCallback', 'get_model_layers', 'get_module_by_name', 'match_feature_layers',
+           'TeacherCache']
 
-# %% ../../nbs/distill/distillation_callback.ipynb #e77ba4df
-def get_model_layers(
-    model: nn.Module,                   # Model to inspect
-    getLayerRepr: bool = False,         # Return an `OrderedDict` name -> repr instead of a list of names
-    get_layer_repr: bool|None = None,   # Newer spelling of `getLayerRepr`
-    sample_input: Tensor|None = None,   # If given, return an `OrderedDict` name -> output shape for this input
-) -> list[str] | dict[str, Any]:
-    "Dotted names of all submodules of `model`, optionally with their repr or their output shape"
-    if get_layer_repr is not None: getLayerRepr = get_layer_repr
-    names = [n for n,_ in model.named_modules(remove_duplicate=False) if n]
-    if sample_input is not None: return _output_shapes(model, names, sample_input)
-    if getLayerRepr: return OrderedDict((n, repr(model.get_submodule(n))) for n in names)
-    return names
-
-def _trace(model:nn.Module, xb) -> list[tuple[str, Any]]:
-    "Run `model` once on `xb` (eval mode, no grad) and list `(name, first input, output)` for each module call, in completion order"
-    calls = []
-    def _rec(n):
-        def hook(m, i, o): calls.append((n, i[0] if isinstance(i, tuple) and i else i, o))
-        return hook
-    handles = [m.register_forward_hook(_rec(n)) for n,m in model.named_modules(remove_duplicate=False) if n]
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        with torch.no_grad(): model(*(xb if isinstance(xb, (tuple, list)) else (xb,)))
-    finally:
-        for h in handles: h.remove()
-        for m,mode in modes: m.training = mode
-    return calls
-
-def _output_shapes(model, names, xb):
-    "Map each layer in `names` to the shape of its (first) output on `xb`"
-    shapes = {}
-    for n,_,o in _trace(model, xb): shapes.setdefault(n, tuple(o.shape) if isinstance(o, Tensor) else type(o).__name__)
-    return OrderedDict((n, shapes[n]) for n in names if n in shapes)
-
-# %% ../../nbs/distill/distillation_callback.ipynb #e26aa3b2
-def get_module_by_name(
-    module: torch.Tensor | nn.Module,  # Module to search in
-    access_string: str                 # Dot-separated path to the submodule
-) -> nn.Module | None:
-    "Access a nested submodule by its name path, or `None` if there is no such submodule"
-    try: return module.get_submodule(access_string)
-    except AttributeError: return None
-
-# %% ../../nbs/distill/distillation_callback.ipynb #06ef5bf4
-def _size(t): return tuple(t.shape[2:]) if isinstance(t, Tensor) and t.ndim == 4 else None
-
-def _last_by_size(model, xb, min_size):
-    "For each spatial size of a 4-D output, in execution order, the last module to end a stage at that size"
-    final = {n: (k, _size(i), _size(o)) for k,(n,i,o) in enumerate(_trace(model, xb))}  # by a module's last call
-    def _opens_next_stage(n, size):
-        "Inside a block that takes maps of `size` and outputs another size: the start of the next stage"
-        parents = ('.'.join(n.split('.')[:j]) for j in range(1, n.count('.') + 1))
-        return any(p in final and final[p][1] == size and final[p][2] != size for p in parents)
-    best = {}
-    for n,(k,_,size) in final.items():
-        if size is None or min(size) < min_size or _opens_next_stage(n, size): continue
-        if k > best.get(size, (-1,))[0]: best[size] = (k, n)
-    return {size: n for size,(k,n) in sorted(best.items(), key=lambda o: o[1][0])}
-
-def match_feature_layers(
-    student: nn.Module,           # Student model
-    teacher: nn.Module,           # Teacher model
-    sample_input: Tensor | tuple, # A batch both models accept (one forward each, under `no_grad`)
-    min_size: int = 2,            # Ignore maps smaller than this, such as the 1x1 output of global pooling
-) -> dict[str, list[str]]:
-    "Propose student/teacher layer pairs at matching spatial resolutions: `{'student': [...], 'teacher': [...]}`"
-    s,t = _last_by_size(student, sample_input, min_size),_last_by_size(teacher, sample_input, min_size)
-    common = [k for k in s if k in t]
-    if not common: raise ValueError(f"The student ({type(student).__name__}) and the teacher ({type(teacher).__name__}) "
-                                    f"share no spatial resolution >= {min_size} on this input: pick layers with `get_model_layers`")
-    return {'student': [s[k] for k in common], 'teacher': [t[k] for k in common]}
-
-# %% ../../nbs/distill/distillation_callback.ipynb #5113cc65
-def _unwrap(model):
-    "The user's module inside a `DistributedDataParallel` or `DataParallel` wrapper"
-    return model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
-
-def _find_layer(model:nn.Module, name:str, role:str) -> nn.Module:
-    "The submodule `name` of `model`; an unknown name is reported with the closest existing names"
-    model = _unwrap(model)
-    try: return model.get_submodule(name)
-    except AttributeError: pass
-    names = get_model_layers(model)
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5) or names[:5]
-    raise ValueError(f"activations_{role}: the {role} has no layer named {name!r}. "
-                     f"Closest existing names: {', '.join(map(repr, close))} (see `get_model_layers`).")
-
-# %% ../../nbs/distill/distillation_callback.ipynb #703ddf51
-_LOSS_KWARGS = ('pred', 'teacher_pred', 'fm_s', 'fm_t', 'target')
-
-def _loss_params(loss:Callable) -> set:
-    "The keyword arguments `loss` names (and `'**'` if it takes `**kwargs`); raises if it cannot be called with `_LOSS_KWARGS`"
-    if not callable(loss): raise TypeError(f"loss must be a function such as `SoftTarget`, got {type(loss).__name__}")
-    try: sig = inspect.signature(loss.forward if isinstance(loss, nn.Module) else loss)
-    except (TypeError, ValueError): return set(_LOSS_KWARGS)
-    ps = sig.parameters.values()
-    has_var_kw = any(p.kind is p.VAR_KEYWORD for p in ps)
-    named = {p.name for p in ps if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    required = {p.name for p in ps if p.default is p.empty and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
-    missing, unknown = required - set(_LOSS_KWARGS), set(_LOSS_KWARGS) - named
-    name = getattr(loss, '__name__', type(loss).__name__)
-    if missing or (unknown and not has_var_kw):
-        raise TypeError(f"loss {name}{sig} cannot be called as loss(pred=, teacher_pred=, fm_s=, fm_t=, target=): "
-                        + (f"it requires {sorted(missing)}. " if missing else "")
-                        + (f"Add **kwargs to absorb {sorted(unknown)}." if unknown and not has_var_kw else ""))
-    return named | ({'**'} if has_var_kw else set())
+# %% ../../nbs/distill/distillation_callback.ipynb #c285730d
+_all_ = ['get_model_layers', 'get_module_by_name', 'match_feature_layers', 'TeacherCache']
 
 # %% ../../nbs/distill/distillation_callback.ipynb #9d938791
 class DistillLoss:
@@ -165,6 +64,29 @@ def _check_schedule(schedule):
     if schedule is not None and not callable(getattr(schedule, 'progress', None)):
         raise TypeError(f"schedule must be a `Schedule` (an object with `progress(pct_train)`), such as `cos`; got {type(schedule).__name__}")
 
+def _check_args(weight, schedule, on_nonfinite, **fns):
+    "Refuse a weight outside [0, 1], a schedule that is not one, an unknown `on_nonfinite`, and functions that are not"
+    if not 0 <= weight <= 1: raise ValueError(f"weight={weight} is outside [0, 1]: it is the share of the distillation loss in lerp(task_loss, distill_loss, weight)")
+    _check_schedule(schedule)
+    if on_nonfinite not in ('raise', 'skip'): raise ValueError(f"on_nonfinite={on_nonfinite!r}: use 'raise' or 'skip'")
+    for k,f in fns.items():
+        if f is not None and not callable(f): raise TypeError(f"{k} must be a function, got {type(f).__name__}")
+
+def _terms(loss, student, teacher, adapters) -> list:
+    "Copies of the `DistillLoss` terms in `loss`, each with a unique name, its layers and its adapters setting"
+    # copies: filling in names and layers must not change a term the user reuses elsewhere
+    terms = [copy(l) if isinstance(l, DistillLoss) else DistillLoss(l) for l in (loss if isinstance(loss, (list, tuple)) else [loss])]
+    if not terms: raise ValueError("loss is an empty list: give at least one loss function")
+    names = [t.name for t in terms]
+    for i,t in enumerate(terms):
+        if names.count(names[i]) > 1: t.name = f"{names[i]}_{names[:i].count(names[i])}"
+        if t.student is None and t.takes_features: t.student,t.teacher = student,teacher
+        if t.student is None and t.needs_features:
+            raise ValueError(f"loss {t.name} compares feature maps: pass activations_student and activations_teacher "
+                             "(see `get_model_layers` and `match_feature_layers`)")
+        if t.adapters is None: t.adapters = adapters
+    return terms
+
 def _layer_lists(s, t):
     "Student and teacher layer lists: both or neither, same length, no repeats"
     if (s is None) != (t is None):
@@ -196,120 +118,29 @@ def _adapt(conn:nn.Module, s:Tensor, t:Tensor) -> Tensor:
     if s.ndim == 4 and s.shape[2:] != t.shape[2:]: s = F.interpolate(s, size=t.shape[2:], mode='bilinear', align_corners=False)
     return s
 
-# %% ../../nbs/distill/distillation_callback.ipynb #64425567
-def _autocast_key(device_type:str):
-    "What of the autocast state can change the teacher's output on `device_type`"
-    try: return (torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
-    except (TypeError, AttributeError): return (torch.is_autocast_enabled(),)
+# %% ../../nbs/distill/distillation_callback.ipynb #e52c377b
+def _as_teacher(teacher) -> nn.Module:
+    "The teacher's module: `teacher` itself or a `Learner`'s model; anything else is refused, saying what to pass"
+    if isinstance(teacher, Learner): return teacher.model
+    if isinstance(teacher, nn.Module): return teacher
+    msg = f"teacher must be an nn.Module or a fastai Learner, got {type(teacher).__name__}"
+    if isinstance(teacher, (str, Path)):
+        raise TypeError(f"{msg}: load it yourself and pass the model, e.g. `load_learner(path).model` "
+                        "(load_learner unpickles the file, so use it only on files you trust)")
+    if callable(teacher):
+        raise TypeError(f"{msg}: wrap the function in an nn.Module whose forward calls it, so that the callback can put "
+                        "it in eval mode, move it to the student's device and check that its weights never change")
+    raise TypeError(msg)
 
-class TeacherCache:
-    "Teacher outputs keyed by the content of each input item, up to `max_mb` megabytes"
-    def __init__(self, max_mb:float): # Memory bound for the stored outputs
-        if not max_mb > 0: raise ValueError(f"cache_mb={max_mb}: give a positive size in megabytes, or 0 for no cache")
-        self.max_bytes,self.store,self.nbytes,self.hits,self.misses,self.version = int(max_mb*2**20),{},0,0,0,None
-
-    def clear(self): self.store,self.nbytes = {},0
-    @property
-    def hit_rate(self) -> float: return self.hits / max(self.hits + self.misses, 1)
-
-    def keys(self, xb) -> list[bytes]:
-        "One key per item: a SHA-256 of the bytes, shapes and dtypes of all its inputs"
-        # SHA-256 has hardware support on current CPUs (about twice BLAKE2b's speed here), and reads the rows in place
-        hs = [hashlib.sha256() for _ in range(find_bs(xb))]
-        for x in xb:
-            rows,tag = x.detach().reshape(len(hs), -1).contiguous().view(torch.uint8).cpu().numpy(),f"{x.dtype}{tuple(x.shape[1:])}".encode()
-            for h,r in zip(hs, rows): h.update(r); h.update(tag)
-        return [h.digest() for h in hs]
-
-    def __call__(self, xb, compute:Callable, version) -> list[Tensor]:
-        "Outputs for batch `xb`, calling `compute(xb_subset) -> list of tensors` for the items not stored"
-        if version != self.version: self.clear(); self.version = version
-        keys = self.keys(xb)
-        miss = [i for i,k in enumerate(keys) if k not in self.store]
-        self.hits += len(keys) - len(miss); self.misses += len(miss)
-        if not miss: return [torch.stack(o) for o in zip(*[self.store[k] for k in keys])]
-        sub = xb if len(miss) == len(keys) else [x[tensor(miss, device=x.device)] for x in xb]
-        outs = compute(sub)
-        size = sum(o[0].numel() * o.element_size() for o in outs)  # of one item
-        n = min(len(miss), max(0, self.max_bytes - self.nbytes) // max(size, 1))  # the items there is room for
-        # one copy of the batch, its rows stored as views: a view keeps only that copy alive, all of it stored
-        rows = zip(*[o[:n].detach().clone().unbind(0) for o in outs])
-        for i,row in zip(miss[:n], rows): self.store[keys[i]] = list(row)
-        self.nbytes += n*size
-        if len(miss) == len(keys): return outs
-        pos = {i:j for j,i in enumerate(miss)}
-        return [torch.stack([o[pos[i]] if i in pos else self.store[k][n] for i,k in enumerate(keys)])
-                for n,o in enumerate(outs)]
-
-# %% ../../nbs/distill/distillation_callback.ipynb #d9dd9b46
-class _TermValue(Metric):
-    "A column of the progress table: the training-epoch average of one part of the loss, filled in by the callback"
-    def __init__(self, name): self._name,self.val = name,None
-    def reset(self): pass
-    def accumulate(self, learn): pass
-    @property
-    def value(self): return self.val
-    @property
-    def name(self): return self._name
-
-# %% ../../nbs/distill/distillation_callback.ipynb #bd6ed0cd
-class KnowledgeDistillationCallback(Callback):
-    "Train the learner's model (the student) to mimic `teacher`: the loss becomes `lerp(task_loss, loss(...), weight)`"
-    # `after_loss` must run before `GradientAccumulation` rescales the loss, and inside `MixedPrecision`'s autocast
-    order = GradientAccumulation.order - 1
-    remove_on_fetch = True
-    def __init__(self,
-                 teacher: nn.Module,                                           # Teacher model
-                 loss: Callable | list,                                        # Distillation loss function, or a list of them / of `DistillLoss`
-                 activations_student: str | list[str] | None = None,           # Student activation layers to match
-                 activations_teacher: str | list[str] | None = None,           # Teacher activation layers to match
-                 weight: float = 0.5,                                          # Weight for distillation loss
-                 schedule: Schedule | None = None,                             # Optional schedule for weight progression
-                 valid_distill: bool = False,                                  # Also run the teacher and mix the losses in validation
-                 adapters: bool = False,                                       # Learn connectors for student maps whose shape differs from the teacher's
-                 cache_mb: float = 0,                                          # Keep up to this many MB of teacher outputs (deterministic inputs only); 0: off
-                 channels_last: bool = False,                                  # Run the teacher with its 4-D weights in channels-last layout (faster convolutions)
-                 on_nonfinite: str = 'raise',                                  # Teacher output with NaN/Inf: 'raise' or 'skip' the batch
-                 log_terms: bool = True,                                       # Show the task loss and each distillation term as columns
-    ):
-        if not isinstance(teacher, nn.Module): raise TypeError(f"teacher must be an nn.Module, got {type(teacher).__name__}")
-        if not 0 <= weight <= 1: raise ValueError(f"weight={weight} is outside [0, 1]: it is the share of the distillation loss in lerp(task_loss, distill_loss, weight)")
-        _check_schedule(schedule)
-        if on_nonfinite not in ('raise', 'skip'): raise ValueError(f"on_nonfinite={on_nonfinite!r}: use 'raise' or 'skip'")
-        store_attr('teacher,loss,weight,schedule,valid_distill,adapters,channels_last,on_nonfinite,log_terms', store_args=False)
-        self.run_valid = valid_distill  # nothing to do per batch in validation otherwise: let fastai skip those events
-        self.activations_student,self.activations_teacher = _layer_lists(activations_student, activations_teacher)
-        # copies: `_pair_layers` fills in names and layers, which must not leak into a term the user reuses elsewhere
-        self._terms = [copy(l) if isinstance(l, DistillLoss) else DistillLoss(l) for l in (loss if isinstance(loss, (list, tuple)) else [loss])]
-        if not self._terms: raise ValueError("loss is an empty list: give at least one loss function")
-        self._pair_layers()
-        self.cache = TeacherCache(cache_mb) if cache_mb else None
-        self.current_weight,self.n_skipped = weight,0
-        self.connectors = nn.ModuleDict()
-        self._init_state()
-        self._patched,self._cols = False,None
-
-    def _pair_layers(self):
-        "Give each term its layers, and check them against the teacher"
-        names = [t.name for t in self._terms]
-        for i,t in enumerate(self._terms):
-            if names.count(names[i]) > 1: t.name = f"{names[i]}_{names[:i].count(names[i])}"
-            if t.student is None and t.takes_features: t.student,t.teacher = self.activations_student,self.activations_teacher
-            if t.student is None and t.needs_features:
-                raise ValueError(f"loss {t.name} compares feature maps: pass activations_student and activations_teacher "
-                                 "(see `get_model_layers` and `match_feature_layers`)")
-            if t.adapters is None: t.adapters = self.adapters
-        pairs = [(s, tt) for t in self._terms if t.student for s,tt in zip(t.student, t.teacher)]
-        self._names_s = list(dict.fromkeys(s for s,_ in pairs))
-        self._names_t = list(dict.fromkeys(t for _,t in pairs))
-        for n in self._names_t: _find_layer(self.teacher, n, 'teacher')
-
-    def _init_state(self):
-        "Runtime state, never pickled: an exported learner keeps the callback but not the teacher"
-        self._hooks_s = self._hooks_t = self._teacher_modes = self._teacher_device = self._teacher_dtype = None
-        self._shared,self._scales,self._pre,self._early,self._t_tensors,self._layouts = [],None,None,None,None,None
-        self._in_teacher = False
-        for k in ('teacher', 'cache', 'connectors'): self.__dict__.setdefault(k, None)
+def _teacher_pred(out, pick:Callable|None=None) -> Tensor:
+    "The prediction in the teacher's raw output `out`: `pick(out)`, or a tensor itself, a tuple's first item, a mapping's `logits`"
+    if pick is not None: out = pick(out)
+    elif isinstance(out, (tuple, list)) and out: out = out[0]
+    elif isinstance(out, Mapping) and 'logits' in out: out = out['logits']
+    if not isinstance(out, Tensor):
+        raise TypeError(f"The teacher's output is a {type(out).__name__}, not a tensor: pass teacher_output=, a function "
+                        "that takes the teacher's output and returns its prediction (its logits) as a tensor")
+    return out
 
 # %% ../../nbs/distill/distillation_callback.ipynb #6b70acaa
 def _device(m:nn.Module):
@@ -327,288 +158,286 @@ def _opt_params(opt) -> list:
     "The list of parameters in the optimizer's last group, which the adapters join during training"
     return opt.opt.param_groups[-1]['params'] if isinstance(opt, OptimWrapper) else opt.param_lists[-1]
 
-# %% ../../nbs/distill/distillation_callback.ipynb #59886e59
-@patch
-def _attach(self:KnowledgeDistillationCallback):
-    "Put the teacher in eval mode on the student's device, hook the layers to match, let the optimizer see the adapters"
-    self._detach()
-    self._need_teacher()
-    self._teacher_modes = [(m, m.training) for m in self.teacher.modules()]
-    dev,target = _device(self.teacher),_device(self.learn.model)
-    if dev is not None and target is not None and dev != target:
-        self._teacher_device = dev
-        self.teacher.to(target)
-    self._teacher_dtype = _float_dtype(self.teacher)
-    student = {id(m) for m in _unwrap(self.learn.model).modules()}
-    # a module the student shares stays in the student's mode; it is put in eval mode around each teacher pass only
-    self._shared = [m for m in self.teacher.modules() if id(m) in student]
-    for m,_ in self._teacher_modes:
-        if id(m) not in student: m.training = False
-    if self.channels_last:
-        # the teacher's own 4-D tensors in channels-last layout for the epoch (same values). Left alone: the student's
-        # modules and tensors, and views, whose new storage would no longer be shared with their base
-        own = {id(t) for t in itertools.chain(self.learn.model.parameters(), self.learn.model.buffers())}
-        self._layouts = [(t, t.stride()) for m in self.teacher.modules() if id(m) not in student
-                         for t in itertools.chain(m.parameters(recurse=False), m.buffers(recurse=False))
-                         if t.ndim == 4 and id(t) not in own and t._base is None and not t.is_contiguous(memory_format=torch.channels_last)]
-        for t,_ in self._layouts: t.data = t.data.contiguous(memory_format=torch.channels_last)
-    if self._names_s: self.register_hooks()
-    # the teacher runs just before the student's forward: see `_teacher_first`
-    self._pre = self.learn.model.register_forward_pre_hook(self._teacher_first)
-    if len(self.connectors):
-        self.connectors.to(target).train(self.training)
-        if self.training and getattr(self.learn, 'opt', None) is not None: _opt_params(self.learn.opt).extend(self.connectors.parameters())
-
-@patch
-def _need_teacher(self:KnowledgeDistillationCallback):
-    if self.teacher is None:
-        raise RuntimeError("This KnowledgeDistillationCallback has no teacher: exported learners do not carry it. "
-                           "Remove it with `learn.remove_cb(KnowledgeDistillationCallback)` or add a new one.")
-
-@patch
-def _detach(self:KnowledgeDistillationCallback):
-    "Undo `_attach`: remove the hooks, give the teacher back its modes and its device, take the adapters out of the optimizer. Safe to call twice"
-    self.remove_hooks()
-    if self._pre is not None: self._pre.remove()
-    self._pre = self._early = self._t_tensors = None  # the teacher's tensors are listed again at the next epoch
-    if self._teacher_modes is not None:
-        for m,mode in self._teacher_modes: m.training = mode
-        self._teacher_modes = None
-    for t,stride in self._layouts or []: t.data = torch.empty_strided(t.shape, stride, dtype=t.dtype, device=t.device).copy_(t.data)
-    self._layouts = None
-    if self._teacher_device is not None:
-        self.teacher.to(self._teacher_device)
-        self._teacher_device = None
-    if self.connectors and self.learn is not None and getattr(self.learn, 'opt', None) is not None:
-        ps,ids = _opt_params(self.learn.opt),{id(p) for p in self.connectors.parameters()}
-        ps[:] = [p for p in ps if id(p) not in ids]
-
-@patch
-def register_hooks(self:KnowledgeDistillationCallback) -> None:
-    "Set up forward hooks that capture the activations of the listed layers, on the student and on the teacher"
-    self.remove_hooks()
-    mods_s = [_find_layer(self.learn.model, n, 'student') for n in self._names_s]
-    mods_t = [_find_layer(self.teacher, n, 'teacher') for n in self._names_t]
-    # the student's maps keep their graph, or the feature loss would get no gradient
-    self._hooks_s = Hooks(mods_s, _out, detach=False)
-    self._hooks_t = Hooks(mods_t, _out, detach=True)
-
-@patch
-def remove_hooks(self:KnowledgeDistillationCallback, handles:Any=None) -> None:
-    "Remove the hooks this callback registered (or the given `handles`)"
-    if handles is not None:
-        for h in L(handles.values() if isinstance(handles, dict) else handles):
-            if h is not None: h.remove()
-    for h in (self._hooks_s, self._hooks_t):
-        if h is not None: h.remove()
-    self._hooks_s = self._hooks_t = None
-
-@patch
-def find_hook(self:KnowledgeDistillationCallback, m:nn.Module) -> list[tuple[str, int, str]]:
-    "List the forward hooks registered on `m` itself, as (module type, hook id, hook function name)"
-    return [(type(m).__name__, k, getattr(v, '__name__', type(v).__name__)) for k,v in m._forward_hooks.items()]
-
-# %% ../../nbs/distill/distillation_callback.ipynb #cdae9710
-_CONTINUES = (CancelFitException, CancelEpochException)
-
-@patch
-def _guard_epochs(self:KnowledgeDistillationCallback):
-    "Wrap `learn._do_epoch` so that an exception escaping an epoch still restores the models"
-    learn,do_epoch = self.learn,self.learn._do_epoch
-    def _guarded():
-        try: do_epoch()
-        except BaseException as e:
-            self._detach()
-            if not isinstance(e, _CONTINUES): self._cleanup(learn)
-            raise
-    learn._do_epoch,self._patched = _guarded,True
-
-@patch
-def _cleanup(self:KnowledgeDistillationCallback, learn=None):
-    "Remove everything the callback installed on the models and on the learner"
-    self._detach()
-    learn = ifnone(learn, self.learn)
-    if learn is None: return
-    if self._patched and '_do_epoch' in learn.__dict__: del learn.__dict__['_do_epoch']
-    self._patched = False
-    if any(isinstance(m, _TermValue) for m in learn.metrics):
-        learn.metrics = [m for m in learn.metrics if not isinstance(m, _TermValue)]
-
-# %% ../../nbs/distill/distillation_callback.ipynb #bebb765d
-@patch
-def before_fit(self:KnowledgeDistillationCallback) -> None:
-    "Check the student's layer names, guard the epochs and add the loss columns"
-    self._cleanup()
-    for n in self._names_s: _find_layer(self.learn.model, n, 'student')
-    if any(t.adapters for t in self._terms) and (num_distrib() > 1 or (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1)):
-        raise NotImplementedError("adapters=True is not supported in distributed training: the connectors live outside "
-                                  "DistributedDataParallel, so their gradients would not be averaged across processes. "
-                                  "Use layers whose shapes match, or a relational loss (Similarity, PKT, RKD) that needs no adapter.")
-    self._guard_epochs()
-    self.n_skipped = 0
-    # `validate` and `get_preds` run `before_fit` too, without logging: no columns there
-    if self.log_terms and self.learn.logger is not noop:
-        names = ['task_loss'] + [t.name for t in self._terms] + (['cache_hit_rate'] if self.cache else [])
-        self._cols = [_TermValue(n) for n in names]
-        self.learn.metrics = self.learn.metrics + self._cols
-    else: self._cols = None
-
-@patch
-def before_train(self:KnowledgeDistillationCallback):
-    self._attach()
-    self._sums,self._n = 0.,0
-    if self.cache: self._hits0 = (self.cache.hits, self.cache.misses)
-
-@patch
-def after_train(self:KnowledgeDistillationCallback):
-    self._detach()
-    if self._cols and self._n:
-        vals = (self._sums/self._n).tolist()
-        if self.cache:
-            h,m = self.cache.hits - self._hits0[0],self.cache.misses - self._hits0[1]
-            vals.append(h / max(h + m, 1))
-        for col,v in zip(self._cols, vals): col.val = v
-
-@patch
-def before_validate(self:KnowledgeDistillationCallback):
-    if self.valid_distill: self._attach()
-
-@patch
-def after_validate(self:KnowledgeDistillationCallback): self._detach()
-
-@patch
-def after_fit(self:KnowledgeDistillationCallback) -> None:
-    "Clean up hooks, teacher and columns after training"
-    self._cleanup()
-
-# %% ../../nbs/distill/distillation_callback.ipynb #0455bbc5
-@patch
-def before_batch(self:KnowledgeDistillationCallback) -> None:
-    "Update distillation weight if scheduled"
-    if not self.training: return
-    if self.schedule is not None:
-        w = self.weight * self.schedule.progress(self.pct_train)
-        if not 0 <= w <= 1: raise ValueError(f"schedule {self.schedule} gave weight {w} at pct_train={self.pct_train:.3f}, "
-                                             "outside [0, 1]: use a schedule whose values lie in [0, 1]")
-        self.current_weight = w
-    self._scales = [t.scale(self.pct_train) for t in self._terms]
-
-@patch
-def after_batch(self:KnowledgeDistillationCallback) -> None:
-    "Clear activations after each batch to prevent memory buildup"
-    for hs in (self._hooks_s, self._hooks_t):
-        for h in hs or []: h.stored = None
-    self._early = None
-
-# %% ../../nbs/distill/distillation_callback.ipynb #225979f8
-@patch
-def _teacher_forward(self:KnowledgeDistillationCallback, xb) -> list:
-    "One inference pass of the teacher on `xb`, without autograd: its output, then the hooked maps"
-    if self._teacher_dtype is not None:
-        xb = [x.to(self._teacher_dtype) if isinstance(x, Tensor) and x.is_floating_point() else x for x in xb]
-    modes = [m.training for m in self._shared]
-    try:
-        # a teacher that contains the student calls it: `_teacher_first` must not start another teacher pass then
-        self._in_teacher = True
-        for m in self._shared: m.training = False
-        with torch.no_grad(): pred = self.teacher(*xb)
-    finally:
-        self._in_teacher = False
-        for m,mode in zip(self._shared, modes): m.training = mode
-    maps = list(self._hooks_t.stored) if self._hooks_t else []
-    for h in self._hooks_t or []: h.stored = None  # the caller's list is the only reference: the maps go with the loss
-    return [pred, *maps]
+def _is_batch(args, xb) -> bool:
+    "Whether the positional arguments `args` of a call are the tensors of batch `xb` themselves"
+    return len(args) == len(xb) and all(a is x for a,x in zip(args, xb))
 
 def _sums_finite(outs):
     "Whether the sum of each floating-point tensor in `outs` is finite, as a 0-d tensor (no sync with the device)"
     ts = [o for o in outs if isinstance(o, Tensor) and o.is_floating_point()]
     return torch.stack([t.sum(dtype=torch.float32) for t in ts]).isfinite().all() if ts else True
 
-@patch
-def _teacher_outputs(self:KnowledgeDistillationCallback):
-    "The teacher's output, its maps by layer name (from the cache where possible), and `_sums_finite` of them"
-    if self.cache is None: outs = self._teacher_forward(self.xb)
-    else:
-        if not all(isinstance(x, Tensor) for x in self.xb): raise TypeError("cache_mb needs inputs that are tensors")
-        if self._t_tensors is None: self._t_tensors = list(itertools.chain(self.teacher.parameters(), self.teacher.buffers()))
-        version = (tuple(t._version for t in self._t_tensors), _autocast_key(self.xb[0].device.type))
-        outs = self.cache(self.xb, self._teacher_forward, version)
-    # the sums for the NaN check, taken while the maps are still in the CPU's caches: about half the time read cold later
-    return outs[0], dict(zip(self._names_t, outs[1:])), _sums_finite(outs)
+# %% ../../nbs/distill/distillation_callback.ipynb #c381d542
+class _TeacherSession:
+    "What the callback installs on the models for one phase; `exit` undoes all of it and may be called twice"
+    def __init__(self, cb): self.cb,self.entered,self.batch_hooks,self.early = cb,False,[],None
 
-def _same(a, b) -> bool: return len(a) == len(b) and all(x is y for x,y in zip(a, b))
+    def enter(self):
+        "Teacher in eval mode on the student's device, adapters in the optimizer"
+        self.exit()
+        cb,learn = self.cb,self.cb.learn
+        if cb.teacher is None: raise RuntimeError("This KnowledgeDistillationCallback has no teacher: exported learners do not carry it. "
+                                                  "Remove it with `learn.remove_cb(KnowledgeDistillationCallback)` or add a new one.")
+        student = {id(m) for m in _unwrap(learn.model).modules()}
+        self.modes = [(m, m.training) for m in cb.teacher.modules()]
+        self.shared = [m for m,_ in self.modes if id(m) in student]
+        for m,_ in self.modes: m.training = m.training if id(m) in student else False
+        self.device,target = _device(cb.teacher),_device(learn.model)
+        if self.device != target and None not in (self.device, target): cb.teacher.to(target)
+        self.dtype = _float_dtype(cb.teacher)
+        self.mods_s = [_find_layer(learn.model, n, 'student') for n in cb._names_s]
+        self.mods_t = [_find_layer(cb.teacher, n, 'teacher') for n in cb._names_t]
+        self.opt = getattr(learn, 'opt', None) if learn.training else None
+        if self.opt is not None: _opt_params(self.opt).extend(cb.connectors.parameters())
+        if cb.cache: cb.cache.watch(cb.teacher)
+        self.entered = True
+        return self
 
-@patch
-def _teacher_first(self:KnowledgeDistillationCallback, model, args):
-    "Forward pre-hook on the student: run the teacher on the learner's batch just before the student's forward"
-    # Then the teacher's activations are freed before the student's exist, so the two never add up in memory, and
-    # the teacher runs inside the same autocast as the student (`MixedPrecision` enters it in `before_batch`).
-    # Only a call on the learner's batch itself counts, once per batch: other calls of the student are left alone.
-    if self._in_teacher or not len(self.yb) or not _same(args, self.xb): return
-    # done: on this very batch, or the loss is computed already (`()`); a batch replaced since is computed anew
-    if self._early is not None and (not self._early or _same(self._early[0], args)): return
-    if not (self.training or self.valid_distill) or find_bs(self.yb) == 0: return
-    self._early = self.xb,*self._teacher_outputs()
+    def exit(self):
+        "Restore the teacher's modes and device, take the adapters out of the optimizer, remove every hook"
+        self.disarm()
+        if not self.entered: return
+        self.entered = False
+        for m,mode in self.modes: m.training = mode
+        if self.device is not None and _device(self.cb.teacher) != self.device: self.cb.teacher.to(self.device)
+        if self.opt is not None:
+            ps,ids = _opt_params(self.opt),{id(p) for p in self.cb.connectors.parameters()}
+            ps[:] = [p for p in ps if id(p) not in ids]
 
-@patch
-def _finite(self:KnowledgeDistillationCallback, outs, sums=None) -> bool:
-    "Whether all the teacher's outputs are finite (`sums`: `_sums_finite(outs)`, if known); raises if not, unless `on_nonfinite='skip'`"
-    ts = [o for o in outs if isinstance(o, Tensor) and o.is_floating_point()]
-    # a NaN or Inf anywhere makes a sum non-finite: one cheap reduction per map, the exact check only if it fails
-    if (_sums_finite(ts) if sums is None else sums): return True
-    if all(torch.isfinite(t).all() for t in ts): return True  # finite values whose sum overflowed
-    if self.on_nonfinite == 'skip':
-        self.n_skipped += 1
-        return False
-    learn = self.learn
-    where = ("a batch" if learn is None else f"training batch {learn.iter} of epoch {learn.epoch}" if learn.training
-             else f"validation batch {learn.iter}")
-    raise FloatingPointError(f"The teacher ({type(self.teacher).__name__}) returned NaN or Inf on {where}. "
-                             "Check the teacher and the inputs, or pass on_nonfinite='skip' to train on the task loss alone for such batches.")
+    def __enter__(self): return self.enter()
+    def __exit__(self, *args): self.exit()
 
-@patch
-def _maps(self:KnowledgeDistillationCallback, term:DistillLoss, fm_s:dict, fm_t:dict):
-    "The pairs of maps `term` compares, in its listing order, through the adapters if it has them"
-    if not term.student: return {},{}
-    s,t = {n: fm_s[n] for n in term.student},{n: fm_t[n] for n in term.teacher}
-    if term.adapters:
-        for (ns,a),(nt,b) in zip(list(s.items()), t.items()):
+    def add_params(self, ps):
+        "Let the optimizer train `ps` (a new adapter's parameters) until the session ends"
+        if self.opt is not None: _opt_params(self.opt).extend(ps)
+
+    def arm(self):
+        "Hook the student's listed layers for this batch, and run the teacher just before the student's forward"
+        self.disarm()
+        if self.mods_s: self.batch_hooks.append(Hooks(self.mods_s, _out, detach=False))  # the maps keep their graph
+        self.batch_hooks.append(self.cb.learn.model.register_forward_pre_hook(self._teacher_first))
+
+    def disarm(self):
+        "Remove this batch's hooks and forget its teacher outputs"
+        for h in self.batch_hooks: h.remove()
+        self.batch_hooks,self.early = [],None
+
+    def _teacher_first(self, model, args):
+        "One-shot forward pre-hook: on the learner's own batch, run the teacher and keep its outputs for the loss"
+        xb = self.cb.learn.xb
+        if not _is_batch(args, xb): return  # another call of the student: not the one the loss will use
+        self.batch_hooks.pop().remove()
+        self.early = xb,self.outputs(xb)
+
+    def student_maps(self) -> list:
+        "The student's maps stored by this batch's hooks"
+        return list(self.batch_hooks[0].stored) if self.mods_s and self.batch_hooks else []
+
+    def teacher_outputs(self, xb) -> tuple:
+        "The teacher's outputs for batch `xb`: those of the pass made before the student's forward, or a pass now"
+        if self.early is not None and self.early[0] is xb: return self.early[1]
+        return self.outputs(xb)
+
+    def outputs(self, xb) -> tuple:
+        "The teacher's prediction and hooked maps for `xb` (from the cache where it can), and whether they are all finite"
+        cb = self.cb
+        xb = tuplify(cb.teacher_tfm(*xb)) if cb.teacher_tfm else xb
+        if self.dtype is not None: xb = [x.to(self.dtype) if isinstance(x, Tensor) and x.is_floating_point() else x for x in xb]
+        outs = cb.cache(xb, self._forward) if cb.cache else self._forward(xb)
+        # the sums for the NaN check, taken while the maps are still in the CPU's caches
+        return outs,_sums_finite(outs)
+
+    def _forward(self, xb) -> list:
+        "One inference pass of the teacher on `xb`, without autograd: its prediction, then the listed layers' maps"
+        modes = [m.training for m in self.shared]
+        try:
+            for m in self.shared: m.training = False
+            with Hooks(self.mods_t, _out) as hooks, torch.no_grad(): pred = _teacher_pred(self.cb.teacher(*xb), self.cb.teacher_output)
+        finally:
+            for m,mode in zip(self.shared, modes): m.training = mode
+        return [pred, *hooks.stored]
+
+# %% ../../nbs/distill/distillation_callback.ipynb #bd6ed0cd
+class KnowledgeDistillationCallback(Callback):
+    """Train the learner's model (the student) to mimic `teacher`: the loss becomes `lerp(task_loss, loss(...), weight)`
+
+    Runtime state: `session` (a `_TeacherSession`: what is installed on the models), the loss columns and their sums.
+    fastai skips `after_fit` when an exception escapes a fit, so the callback wraps `learn._do_epoch` for the fit: an
+    exception escaping an epoch exits the session first. `after_fit` removes that wrapper only if it is still the
+    outermost one, never another callback's."""
+    # `after_loss` must run before `GradientAccumulation` rescales the loss, and inside `MixedPrecision`'s autocast
+    order,remove_on_fetch = GradientAccumulation.order - 1,True
+    _stateattrs = ('teacher', 'cache', 'connectors', 'session', '_cols', '_sums', '_scales', '_guard')  # never pickled
+    def __init__(self,
+                 teacher: nn.Module | Learner,                        # Teacher model, or a `Learner` whose model is the teacher
+                 loss: Callable | list,                               # Distillation loss function, or a list of them / of `DistillLoss`
+                 activations_student: str | list[str] | None = None,  # Student activation layers to match
+                 activations_teacher: str | list[str] | None = None,  # Teacher activation layers to match
+                 weight: float = 0.5,                                 # Weight for distillation loss
+                 schedule: Schedule | None = None,                    # Optional schedule for weight progression
+                 valid_distill: bool = False,                         # Also run the teacher and mix the losses in validation
+                 adapters: bool = False,                              # Learn connectors for student maps whose shape differs from the teacher's
+                 cache_mb: float = 0,                                 # Keep up to this many MB of teacher outputs (deterministic inputs only); 0: off
+                 on_nonfinite: str = 'raise',                         # Teacher output with NaN/Inf: 'raise' or 'skip' the batch
+                 log_terms: bool = True,                              # Show the task loss and each distillation term as columns
+                 teacher_output: Callable | None = None,              # Picks the prediction in the teacher's raw output (default: see above)
+                 teacher_tfm: Callable | None = None,                 # `teacher_tfm(*xb)`: the teacher's own input, e.g. another resolution
+    ):
+        teacher = _as_teacher(teacher)
+        _check_args(weight, schedule, on_nonfinite, teacher_output=teacher_output, teacher_tfm=teacher_tfm)
+        store_attr('teacher,loss,weight,schedule,valid_distill,adapters,on_nonfinite,log_terms,teacher_output,teacher_tfm', store_args=False)
+        self.run_valid = valid_distill  # nothing to do per batch in validation otherwise: let fastai skip those events
+        self.activations_student,self.activations_teacher = _layer_lists(activations_student, activations_teacher)
+        self._terms = _terms(loss, self.activations_student, self.activations_teacher, adapters)
+        self._names_s = list(dict.fromkeys(s for t in self._terms for s in t.student or []))
+        self._names_t = list(dict.fromkeys(n for t in self._terms for n in t.teacher or []))
+        for n in self._names_t: _find_layer(teacher, n, 'teacher')
+        self.cache = TeacherCache(cache_mb) if cache_mb else None
+        self.current_weight,self.n_skipped,self.connectors = weight,0,nn.ModuleDict()
+        self._init_state()
+
+    def _init_state(self):
+        for k in self._stateattrs: self.__dict__.setdefault(k, None)  # an exported learner keeps the callback, not these
+
+    def before_fit(self):
+        "Check the student and the other callbacks, guard the epochs, add the loss columns"
+        self._end()  # anything left by a fit that raised outside its epochs
+        for n in self._names_s: _find_layer(self.learn.model, n, 'student')
+        self._check_callbacks()
+        self.n_skipped,self.session = 0,_TeacherSession(self)
+        do_epoch = self.learn._do_epoch
+        def _guard():
+            try: do_epoch()
+            except BaseException as e:
+                # fastai runs `after_fit` after a cancellation only: after anything else, undo everything now
+                if isinstance(e, (CancelEpochException, CancelFitException)): self.session.exit()
+                else: self._end()
+                raise
+        self.learn._do_epoch,self._guard = _guard,(_guard, self.learn.__dict__.get('_do_epoch'))
+        # `validate` and `get_preds` run `before_fit` too, without logging: no columns there
+        if self.log_terms and self.learn.logger is not noop:
+            names = ['task_loss'] + [t.name for t in self._terms] + (['cache_hit_rate'] if self.cache else [])
+            self._cols = [ValueMetric(partial(self._col, i), n) for i,n in enumerate(names)]
+            self.learn.metrics = self.learn.metrics + self._cols
+
+    def before_train(self):
+        self.session.enter()
+        self._sums = None
+        if self.cache: self.cache.begin_epoch()
+
+    def before_validate(self):
+        if self.valid_distill: self.session.enter()
+
+    def before_batch(self):
+        "Update the distillation weight if scheduled, and arm the teacher for this batch"
+        if self.training:
+            if self.schedule is not None:
+                w = self.weight * self.schedule.progress(self.pct_train)
+                if not 0 <= w <= 1: raise ValueError(f"schedule {self.schedule} gave weight {w} at pct_train={self.pct_train:.3f}, "
+                                                     "outside [0, 1]: use a schedule whose values lie in [0, 1]")
+                self.current_weight = w
+            self._scales = [t.scale(self.pct_train) for t in self._terms]
+        if len(self.yb) and find_bs(self.yb): self.session.arm()
+
+    def after_loss(self):
+        "Mix the distillation loss, computed from the teacher's outputs for this batch, with the task loss"
+        if not len(self.yb): return
+        if find_bs(self.yb) == 0: raise ValueError(f"batch {self.iter} is empty: distillation needs at least one item per batch")
+        # the student's maps first: a module shared with the teacher would store the teacher's maps in a late pass
+        fm_s = dict(zip(self._names_s, self.session.student_maps()))
+        outs,finite = self.session.teacher_outputs(self.xb)
+        self.session.disarm()
+        if not self._finite(outs, finite): return
+        fm_t = dict(zip(self._names_t, outs[1:]))
+        parts = [t.loss(pred=self.pred, teacher_pred=outs[0], fm_s=s, fm_t=m, target=self.yb[0] if len(self.yb) == 1 else self.yb)
+                 for t in self._terms for s,m in [self._maps(t, fm_s, fm_t)]]
+        task = self.learn.loss_grad
+        distill = sum(w*p for w,p in zip(self._scales or [t.scale(1.) for t in self._terms], parts))  # `validate()` outside a fit: the final scales
+        self.learn.loss_grad = torch.lerp(task, distill.to(task.dtype), self.current_weight)
+        self.learn.loss = self.learn.loss_grad.detach().clone()
+        if self.training and self._cols:
+            row = torch.stack([torch.ones_like(task, dtype=torch.float), task.detach().float(), *[p.detach().float() for p in parts]])
+            self._sums = row if self._sums is None else self._sums + row  # batch count, then the sums of the columns
+
+    def after_batch(self): self.session.disarm()
+
+    def after_train(self):
+        self.session.exit()
+        if self.cache: self.cache.end_epoch()
+
+    def after_validate(self): self.session.exit()
+
+    def after_fit(self):
+        "Undo everything: the session, the epoch guard, the loss columns"
+        self._end()
+
+    def _end(self):
+        "Exit the session, remove the epoch guard (if it is still the outermost wrapper) and the loss columns"
+        if self.session is not None: self.session.exit()
+        learn = self.learn
+        if self._guard is not None and learn is not None and learn.__dict__.get('_do_epoch') is self._guard[0]:
+            if self._guard[1] is None: del learn.__dict__['_do_epoch']
+            else: learn._do_epoch = self._guard[1]
+        if self._cols and learn is not None: learn.metrics = [m for m in learn.metrics if m not in self._cols]
+        self._guard = self._cols = None
+
+    def _check_callbacks(self):
+        "Refuse what cannot work with the student's training: adapters across processes, labels under MixUp/CutMix"
+        if any(t.adapters for t in self._terms) and (num_distrib() > 1 or (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1)):
+            raise NotImplementedError("adapters=True is not supported in distributed training: the connectors live outside "
+                                      "DistributedDataParallel, so their gradients would not be averaged across processes. "
+                                      "Use layers whose shapes match, or a relational loss (Similarity, PKT, RKD) that needs no adapter.")
+        mix = [cb for cb in self.learn.cbs if isinstance(cb, MixHandler)]
+        for t in self._terms:
+            if mix and 'target' in t.uses: raise ValueError(
+                f"{t.name} uses the labels (`target`), but {type(mix[0]).__name__} mixes the images of each batch: fastai "
+                "leaves learn.yb as the base images' labels (or mixes one-hot labels), so this term would train composite "
+                "images on the wrong labels. Use a term that needs no labels (SoftTarget, DIST, ...) with the mixing "
+                "callback, or remove it.")
+
+    def _maps(self, term:DistillLoss, fm_s:dict, fm_t:dict):
+        "The pairs of maps `term` compares, in its listing order, through the adapters if it has them"
+        if not term.student: return {},{}
+        s,t = {n: fm_s[n] for n in term.student},{n: fm_t[n] for n in term.teacher}
+        if not term.adapters: return s,t
+        for ns,nt in zip(term.student, term.teacher):
             key = f"{ns}->{nt}".replace('.', '_')
             if key not in self.connectors:
-                conn = _connector(a, b)
+                conn = _connector(s[ns], t[nt])
                 if conn is None: continue
-                self.connectors[key] = conn.to(a.device)
-                if self.training: _opt_params(self.learn.opt).extend(conn.parameters())
-            s[ns] = _adapt(self.connectors[key], a, b)
-    return s,t
+                self.connectors[key] = conn.to(s[ns].device)
+                self.session.add_params(conn.parameters())
+            s[ns] = _adapt(self.connectors[key], s[ns], t[nt])
+        return s,t
 
-@patch
-def after_loss(self:KnowledgeDistillationCallback) -> None:
-    "Run the teacher once and mix its loss with the task loss"
-    if not len(self.yb) or not (self.training or self.valid_distill): return
-    if self._teacher_modes is None: self._attach()  # e.g. `validate()` outside a fit, with `valid_distill=True`
-    if find_bs(self.yb) == 0: raise ValueError(f"batch {self.iter} is empty: distillation needs at least one item per batch")
-    # read the student's maps first: a module shared with the teacher would store the teacher's next
-    fm_s = dict(zip(self._names_s, self._hooks_s.stored)) if self._hooks_s else {}
-    # the teacher ran just before the student's forward on this batch; if it did not (the student was not called on
-    # `learn.xb` itself), or ran on a batch a callback has replaced since, it runs now
-    early,self._early = self._early,()  # not None: a later call of the student in this batch runs no teacher
-    teacher_pred,fm_t,sums = early[1:] if early and _same(early[0], self.xb) else self._teacher_outputs()
-    if not self._finite([teacher_pred, *fm_t.values()], sums): return
-    target = self.yb[0] if len(self.yb) == 1 else self.yb
-    parts = []
-    for term in self._terms:
-        s,t = self._maps(term, fm_s, fm_t)
-        parts.append(term.loss(pred=self.pred, teacher_pred=teacher_pred, fm_s=s, fm_t=t, target=target))
-    scales = self._scales or [t.scale(1.) for t in self._terms]  # `validate()` outside a fit: the terms' final scales
-    task = self.learn.loss_grad
-    distill = sum(w*p for w,p in zip(scales, parts))
-    self.learn.loss_grad = torch.lerp(task, distill.to(task.dtype), self.current_weight)
-    self.learn.loss = self.learn.loss_grad.detach().clone()
-    if self.training and self._cols:
-        self._sums = self._sums + torch.stack([task.detach().float(), *[p.detach().float() for p in parts]])
-        self._n += 1
+    def _finite(self, outs, finite=None) -> bool:
+        "Whether the teacher's outputs are all finite (`finite`: `_sums_finite(outs)`); raises if not, unless `on_nonfinite='skip'`"
+        ts = [o for o in outs if isinstance(o, Tensor) and o.is_floating_point()]
+        # a NaN or Inf anywhere makes a sum non-finite: one cheap reduction per map, the exact check only if it fails
+        if (_sums_finite(ts) if finite is None else finite) or all(torch.isfinite(t).all() for t in ts): return True
+        if self.on_nonfinite == 'skip':
+            self.n_skipped += 1
+            return False
+        where = ("a batch" if self.learn is None else f"training batch {self.iter} of epoch {self.epoch}" if self.training
+                 else f"validation batch {self.iter}")
+        raise FloatingPointError(f"The teacher ({type(self.teacher).__name__}) returned NaN or Inf on {where}. Check the teacher "
+                                 "and the inputs, or pass on_nonfinite='skip' to train on the task loss alone for such batches.")
 
-# %% ../../nbs/distill/distillation_callback.ipynb #42c50f00
-KnowledgeDistillationCallback._stateattrs = ('teacher', 'cache', 'connectors', '_hooks_s', '_hooks_t', '_teacher_modes',
-                                             '_teacher_device', '_sums', '_shared', '_pre', '_early', '_t_tensors', '_layouts')
+    def _col(self, i:int):
+        "Loss column `i` for the last training epoch: the task loss, then each term, then the cache's hit rate"
+        if self._sums is None: return None
+        return (self._sums[i+1] / self._sums[0]).item() if i+1 < len(self._sums) else self.cache.epoch_hit_rate
+
+    def register_hooks(self) -> None:
+        "Hook the student's listed layers for the current batch (the callback does it before each batch)"
+        self.session.arm()
+
+    def remove_hooks(self, handles:Any=None) -> None:
+        "Remove the given hook `handles` (a dict or list), and the hooks this callback registered"
+        for h in L(handles.values() if isinstance(handles, dict) else handles):
+            if h is not None: h.remove()
+        if self.session is not None: self.session.disarm()
+
+    def find_hook(self, m:nn.Module) -> list[tuple[str, int, str]]:
+        "List the forward hooks registered on `m` itself, as (module type, hook id, hook function name)"
+        return [(type(m).__name__, k, getattr(v, '__name__', type(v).__name__)) for k,v in m._forward_hooks.items()]

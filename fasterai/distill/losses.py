@@ -4,14 +4,36 @@
 
 # %% ../../nbs/distill/losses.ipynb #7244d139
 from __future__ import annotations
-import functools
+import functools, inspect
+from typing import Callable
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
 # %% auto #0
 __all__ = ['SoftTarget', 'Logits', 'Mutual', 'DecoupledKD', 'DIST', 'Attention', 'ActivationBoundaries', 'FitNet', 'Similarity',
            'PKT', 'RKD']
+
+# %% ../../nbs/distill/losses.ipynb #1209fc22
+_LOSS_KWARGS = ('pred', 'teacher_pred', 'fm_s', 'fm_t', 'target')
+
+def _loss_params(loss:Callable) -> set:
+    "The keyword arguments `loss` names (and `'**'` if it takes `**kwargs`); raises if it cannot be called with `_LOSS_KWARGS`"
+    if not callable(loss): raise TypeError(f"loss must be a function such as `SoftTarget`, got {type(loss).__name__}")
+    try: sig = inspect.signature(loss.forward if isinstance(loss, nn.Module) else loss)
+    except (TypeError, ValueError): return set(_LOSS_KWARGS)
+    ps = sig.parameters.values()
+    has_var_kw = any(p.kind is p.VAR_KEYWORD for p in ps)
+    named = {p.name for p in ps if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    required = {p.name for p in ps if p.default is p.empty and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    missing, unknown = required - set(_LOSS_KWARGS), set(_LOSS_KWARGS) - named
+    name = getattr(loss, '__name__', type(loss).__name__)
+    if missing or (unknown and not has_var_kw):
+        raise TypeError(f"loss {name}{sig} cannot be called as loss(pred=, teacher_pred=, fm_s=, fm_t=, target=): "
+                        + (f"it requires {sorted(missing)}. " if missing else "")
+                        + (f"Add **kwargs to absorb {sorted(unknown)}." if unknown and not has_var_kw else ""))
+    return named | ({'**'} if has_var_kw else set())
 
 # %% ../../nbs/distill/losses.ipynb #a5cd8805
 def _device_type(args, kwargs) -> str:
