@@ -94,21 +94,31 @@ class Schedule:
         if pct_train < self.start_pct: val = self.start_val
         elif pct_train >= self.end_pct: val = self.sched_func(self.start_val, self.end_val, 1.)
         else: val = self.sched_func(self.start_val, self.end_val, (pct_train-self.start_pct)/(self.end_pct-self.start_pct))
-        self.current = float(val)
-        return self.current
+        self._current_progress = float(val)
+        return self._current_progress
+
+    @property
+    def current(self) -> float:
+        "The value returned by the latest `progress` call, 0 before any"
+        return self._current_progress
+
+    @property
+    def last(self) -> float:
+        "The value remembered by the latest `after_step()`, 0 before any"
+        return self._previous_progress
 
     @property
     def changed(self) -> bool:
-        "Whether the value returned by the latest `progress` call differs from the one at the latest `after_step()`"
-        return self.current != self.last
+        "Whether the value returned by the latest `progress` call differs from the one at the latest `after_step()` (or from 0)"
+        return self._current_progress != self._previous_progress
 
     def after_step(self):
         "Remember the latest value of `progress`, so that `changed` is `False` until it moves"
-        self.last = self.current
+        self._previous_progress = self._current_progress
 
     def reset(self):
-        "Forget every recorded value: `current` and `last` are `None`, and `changed` is `False`"
-        self.current = self.last = None
+        "Back to the start: `current` and `last` are 0, and `changed` is `False`"
+        self._current_progress = self._previous_progress = 0.
 
     def copy(self):
         "A schedule with the same settings and its own, fresh record"
