@@ -205,14 +205,17 @@ def DIST(pred:Tensor,          # Student logits, (batch, classes, ...)
     return T*T * (beta*inter + gamma*intra)
 
 # %% ../../nbs/distill/losses.ipynb #5c39f4ee
+def _items_per_slice(f:Tensor) -> int:
+    "Items of `f` to square at a time: about 1 MB of squares on the CPU, which stays in its caches; elsewhere all (one kernel)"
+    return max(1, 2**18 // max(f[0].numel(), 1)) if f.device.type == 'cpu' else len(f)
+
 class _MeanSquare(torch.autograd.Function):
     "`(f*f).mean(1)` without a full-size `f*f`: the forward squares slices of the batch, the backward is one pass"
     @staticmethod
     def forward(ctx, f):
         ctx.save_for_backward(f)
         if not len(f): return f.sum(1)
-        n = max(1, 2**18 // max(f[0].numel(), 1))  # items per slice: about 1 MB of squares at a time
-        return torch.cat([c.mul(c).mean(1) for c in f.split(n)])
+        return torch.cat([c.mul(c).mean(1) for c in f.split(_items_per_slice(f))])
 
     @staticmethod
     def backward(ctx, g):
