@@ -31,9 +31,9 @@ class TeacherCache:
     @property
     def hit_rate(self) -> float: return self.hits / max(self.hits + self.misses, 1)
 
-    def watch(self, teacher:nn.Module):
+    def watch(self, teacher:nn.Module|None):
         "Follow `teacher`'s parameters and buffers: the stored outputs are dropped as soon as one of them changes"
-        self.tensors = list(itertools.chain(teacher.parameters(), teacher.buffers()))
+        if teacher is not None: self.tensors = list(itertools.chain(teacher.parameters(), teacher.buffers()))
 
     def _version(self, xb): return tuple(t._version for t in self.tensors), _autocast_key(xb[0].device.type)
 
@@ -57,6 +57,10 @@ class TeacherCache:
         miss = [i for i,k in enumerate(keys) if k not in self.store]
         self.hits += len(keys) - len(miss); self.misses += len(miss)
         if not miss: return [torch.stack(o) for o in zip(*[self.store[k] for k in keys])]
+        if compute is None: raise RuntimeError(
+            f"{len(miss)} of the {len(keys)} items of this batch have no stored teacher output, and there is no teacher to "
+            "compute them. The likely cause is random augmentation, whose inputs are new at every epoch: distilling on "
+            "augmented inputs (function matching) needs the teacher live.")
         outs = compute(xb if len(miss) == len(keys) else [x[tensor(miss, device=x.device)] for x in xb])
         self._add([keys[i] for i in miss], outs)
         if len(miss) == len(keys): return outs

@@ -124,6 +124,7 @@ def _as_teacher(teacher) -> nn.Module:
     if isinstance(teacher, Learner): return teacher.model
     if isinstance(teacher, nn.Module): return teacher
     msg = f"teacher must be an nn.Module or a fastai Learner, got {type(teacher).__name__}"
+    if teacher is None: raise TypeError(f"{msg}: teacher=None needs store=, a `TeacherStore` that holds the teacher's outputs")
     if isinstance(teacher, (str, Path)):
         raise TypeError(f"{msg}: load it yourself and pass the model, e.g. `load_learner(path).model` "
                         "(load_learner unpickles the file, so use it only on files you trust)")
@@ -176,20 +177,21 @@ class _TeacherSession:
         "Teacher in eval mode on the student's device, adapters in the optimizer"
         self.exit()
         cb,learn = self.cb,self.cb.learn
-        if cb.teacher is None: raise RuntimeError("This KnowledgeDistillationCallback has no teacher: exported learners do not carry it. "
-                                                  "Remove it with `learn.remove_cb(KnowledgeDistillationCallback)` or add a new one.")
+        if cb.teacher is None and cb.cache is None:
+            raise RuntimeError("This KnowledgeDistillationCallback has no teacher: exported learners do not carry it. "
+                               "Remove it with `learn.remove_cb(KnowledgeDistillationCallback)` or add a new one.")
         student = {id(m) for m in _unwrap(learn.model).modules()}
-        self.modes = [(m, m.training) for m in cb.teacher.modules()]
+        self.modes = [(m, m.training) for m in (cb.teacher.modules() if cb.teacher is not None else [])]
         self.shared = [m for m,_ in self.modes if id(m) in student]
         for m,_ in self.modes: m.training = m.training if id(m) in student else False
-        self.device,target = _device(cb.teacher),_device(learn.model)
+        self.device,target = (None,None) if cb.teacher is None else (_device(cb.teacher),_device(learn.model))
         if self.device != target and None not in (self.device, target): cb.teacher.to(target)
-        self.dtype = _float_dtype(cb.teacher)
+        self.dtype = None if cb.teacher is None else _float_dtype(cb.teacher)
         self.mods_s = [_find_layer(learn.model, n, 'student') for n in cb._names_s]
-        self.mods_t = [_find_layer(cb.teacher, n, 'teacher') for n in cb._names_t]
+        self.mods_t = [] if cb.teacher is None else [_find_layer(cb.teacher, n, 'teacher') for n in cb._names_t]
         self.opt = getattr(learn, 'opt', None) if learn.training else None
         if self.opt is not None: _opt_params(self.opt).extend(cb.connectors.parameters())
-        if cb.cache: cb.cache.watch(cb.teacher)
+        if cb.cache is not None: cb.cache.watch(cb.teacher)
         self.entered = True
         return self
 
@@ -243,7 +245,8 @@ class _TeacherSession:
         cb = self.cb
         xb = tuplify(cb.teacher_tfm(*xb)) if cb.teacher_tfm else xb
         if self.dtype is not None: xb = [x.to(self.dtype) if isinstance(x, Tensor) and x.is_floating_point() else x for x in xb]
-        outs = cb.cache(xb, self._forward) if cb.cache else self._forward(xb)
+        # without the teacher (`teacher=None`), the store must hold every item: it raises for the missing ones
+        outs = cb.cache(xb, self._forward if cb.teacher is not None else None) if cb.cache is not None else self._forward(xb)
         # the sums for the NaN check, taken while the maps are still in the CPU's caches
         return outs,_sums_finite(outs)
 
@@ -278,12 +281,14 @@ class KnowledgeDistillationCallback(Callback):
                  valid_distill: bool = False,                         # Also run the teacher and mix the losses in validation
                  adapters: bool = False,                              # Learn connectors for student maps whose shape differs from the teacher's
                  cache_mb: float = 0,                                 # Keep up to this many MB of teacher outputs (deterministic inputs only); 0: off
+                 store: TeacherCache | None = None,                   # Teacher outputs kept on disk (a `TeacherStore`); with it, `teacher` may be None
                  on_nonfinite: str = 'raise',                         # Teacher output with NaN/Inf: 'raise' or 'skip' the batch
                  log_terms: bool = True,                              # Show the task loss and each distillation term as columns
                  teacher_output: Callable | None = None,              # Picks the prediction in the teacher's raw output (default: see above)
                  teacher_tfm: Callable | None = None,                 # `teacher_tfm(*xb)`: the teacher's own input, e.g. another resolution
     ):
-        teacher = _as_teacher(teacher)
+        teacher = None if teacher is None and store is not None else _as_teacher(teacher)
+        if store is not None and cache_mb: raise ValueError("Give cache_mb (teacher outputs in memory) or store (on disk), not both")
         _check_args(weight, schedule, on_nonfinite, teacher_output=teacher_output, teacher_tfm=teacher_tfm)
         store_attr('teacher,loss,weight,schedule,valid_distill,adapters,on_nonfinite,log_terms,teacher_output,teacher_tfm', store_args=False)
         self.run_valid = valid_distill  # nothing to do per batch in validation otherwise: let fastai skip those events
@@ -291,8 +296,8 @@ class KnowledgeDistillationCallback(Callback):
         self._terms = _terms(loss, self.activations_student, self.activations_teacher, adapters)
         self._names_s = list(dict.fromkeys(s for t in self._terms for s in t.student or []))
         self._names_t = list(dict.fromkeys(n for t in self._terms for n in t.teacher or []))
-        for n in self._names_t: _find_layer(teacher, n, 'teacher')
-        self.cache = TeacherCache(cache_mb) if cache_mb else None
+        for n in self._names_t if teacher is not None else []: _find_layer(teacher, n, 'teacher')
+        self.cache = TeacherCache(cache_mb) if cache_mb else store
         self.current_weight,self.n_skipped,self.connectors = weight,0,nn.ModuleDict()
         self._init_state()
 
@@ -316,14 +321,14 @@ class KnowledgeDistillationCallback(Callback):
         self.learn._do_epoch,self._guard = _guard,(_guard, self.learn.__dict__.get('_do_epoch'))
         # `validate` and `get_preds` run `before_fit` too, without logging: no columns there
         if self.log_terms and self.learn.logger is not noop:
-            names = ['task_loss'] + [t.name for t in self._terms] + (['cache_hit_rate'] if self.cache else [])
+            names = ['task_loss'] + [t.name for t in self._terms] + (['cache_hit_rate'] if self.cache is not None else [])
             self._cols = [ValueMetric(partial(self._col, i), n) for i,n in enumerate(names)]
             self.learn.metrics = self.learn.metrics + self._cols
 
     def before_train(self):
         self.session.enter()
         self._sums = None
-        if self.cache: self.cache.begin_epoch()
+        if self.cache is not None: self.cache.begin_epoch()
 
     def before_validate(self):
         if self.valid_distill: self.session.enter()
@@ -363,7 +368,7 @@ class KnowledgeDistillationCallback(Callback):
 
     def after_train(self):
         self.session.exit()
-        if self.cache: self.cache.end_epoch()
+        if self.cache is not None: self.cache.end_epoch()
 
     def after_validate(self): self.session.exit()
 
