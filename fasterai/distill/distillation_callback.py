@@ -55,6 +55,14 @@ class DistillLoss:
         "This term's scale at training progress `pct_train`"
         return self.weight * (1. if self.schedule is None else self.schedule.progress(pct_train))
     def __repr__(self): return f"DistillLoss({self.name}, weight={self.weight})"
+    def __getstate__(self):
+        "A loss with learned parts stays out of pickles (`learn.export()`), as the adapters do"
+        return {**self.__dict__, 'loss': None if isinstance(self.loss, nn.Module) else self.loss}
+    def __copy__(self):
+        "A shallow copy that keeps the loss, whatever `__getstate__` leaves out of pickles"
+        c = object.__new__(type(self))
+        c.__dict__.update(self.__dict__)
+        return c
 
 def _loss_name(f):
     name = getattr(f, '__name__', None) or getattr(getattr(f, 'func', None), '__name__', None)
@@ -189,8 +197,9 @@ class _TeacherSession:
         self.dtype = None if cb.teacher is None else _float_dtype(cb.teacher)
         self.mods_s = [_find_layer(learn.model, n, 'student') for n in cb._names_s]
         self.mods_t = [] if cb.teacher is None else [_find_layer(cb.teacher, n, 'teacher') for n in cb._names_t]
-        self.opt = getattr(learn, 'opt', None) if learn.training else None
-        if self.opt is not None: _opt_params(self.opt).extend(cb.connectors.parameters())
+        for m in cb.learned: m.to(target).train(learn.training)
+        self.opt,self.params = (getattr(learn, 'opt', None) if learn.training else None),[]
+        self.sync_params()
         if cb.cache is not None: cb.cache.watch(cb.teacher)
         self.entered = True
         return self
@@ -203,15 +212,19 @@ class _TeacherSession:
         for m,mode in self.modes: m.training = mode
         if self.device is not None and _device(self.cb.teacher) != self.device: self.cb.teacher.to(self.device)
         if self.opt is not None:
-            ps,ids = _opt_params(self.opt),{id(p) for p in self.cb.connectors.parameters()}
-            ps[:] = [p for p in ps if id(p) not in ids]
+            ids = {id(p) for p in self.params}
+            _opt_params(self.opt)[:] = [p for p in _opt_params(self.opt) if id(p) not in ids]
 
     def __enter__(self): return self.enter()
     def __exit__(self, *args): self.exit()
 
-    def add_params(self, ps):
-        "Let the optimizer train `ps` (a new adapter's parameters) until the session ends"
-        if self.opt is not None: _opt_params(self.opt).extend(ps)
+    def sync_params(self):
+        "Let the optimizer train the parameters of the callback's learned modules (built on the first batch) until the session ends"
+        if self.opt is None: return
+        ids = {id(p) for p in self.params}
+        new = [p for m in self.cb.learned for p in m.parameters() if id(p) not in ids]
+        _opt_params(self.opt).extend(new)
+        self.params += new
 
     def arm(self):
         "Hook the student's listed layers for this batch, and run the teacher just before the student's forward"
@@ -270,7 +283,7 @@ class KnowledgeDistillationCallback(Callback):
     outermost one, never another callback's."""
     # `after_loss` must run before `GradientAccumulation` rescales the loss, and inside `MixedPrecision`'s autocast
     order,remove_on_fetch = GradientAccumulation.order - 1,True
-    _stateattrs = ('teacher', 'cache', 'connectors', 'session', '_cols', '_sums', '_scales', '_guard')  # never pickled
+    _stateattrs = ('teacher', 'loss', 'cache', 'connectors', 'session', '_cols', '_sums', '_scales', '_guard')  # never pickled
     def __init__(self,
                  teacher: nn.Module | Learner,                        # Teacher model, or a `Learner` whose model is the teacher
                  loss: Callable | list,                               # Distillation loss function, or a list of them / of `DistillLoss`
@@ -356,6 +369,7 @@ class KnowledgeDistillationCallback(Callback):
         fm_t = dict(zip(self._names_t, outs[1:]))
         parts = [t.loss(pred=self.pred, teacher_pred=outs[0], fm_s=s, fm_t=m, target=self.yb[0] if len(self.yb) == 1 else self.yb)
                  for t in self._terms for s,m in [self._maps(t, fm_s, fm_t)]]
+        self.session.sync_params()  # adapters and learned losses built on this batch train from this step on
         task = self.learn.loss_grad
         distill = sum(w*p for w,p in zip(self._scales or [t.scale(1.) for t in self._terms], parts))  # `validate()` outside a fit: the final scales
         self.learn.loss_grad = torch.lerp(task, distill.to(task.dtype), self.current_weight)
@@ -388,10 +402,15 @@ class KnowledgeDistillationCallback(Callback):
 
     def _check_callbacks(self):
         "Refuse what cannot work with the student's training: adapters across processes, labels under MixUp/CutMix"
-        if any(t.adapters for t in self._terms) and (num_distrib() > 1 or (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1)):
-            raise NotImplementedError("adapters=True is not supported in distributed training: the connectors live outside "
-                                      "DistributedDataParallel, so their gradients would not be averaged across processes. "
-                                      "Use layers whose shapes match, or a relational loss (Similarity, PKT, RKD) that needs no adapter.")
+        if num_distrib() > 1 or (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            if any(t.adapters for t in self._terms): raise NotImplementedError(
+                "adapters=True is not supported in distributed training: the connectors live outside "
+                "DistributedDataParallel, so their gradients would not be averaged across processes. "
+                "Use layers whose shapes match, or a relational loss (Similarity, PKT, RKD) that needs no adapter.")
+            for t in self._terms:
+                if isinstance(t.loss, nn.Module): raise NotImplementedError(
+                    f"{t.name} has learned parts, which are not supported in distributed training: they live outside "
+                    "DistributedDataParallel, so their gradients would not be averaged across processes.")
         mix = [cb for cb in self.learn.cbs if isinstance(cb, MixHandler)]
         for t in self._terms:
             if mix and 'target' in t.uses: raise ValueError(
@@ -399,6 +418,11 @@ class KnowledgeDistillationCallback(Callback):
                 "leaves learn.yb as the base images' labels (or mixes one-hot labels), so this term would train composite "
                 "images on the wrong labels. Use a term that needs no labels (SoftTarget, DIST, ...) with the mixing "
                 "callback, or remove it.")
+
+    @property
+    def learned(self) -> list:
+        "The modules the callback trains with the student and keeps out of it: the adapters, and losses that are `nn.Module`s"
+        return [*(self.connectors or {}).values(), *(t.loss for t in self._terms if isinstance(t.loss, nn.Module))]
 
     def _maps(self, term:DistillLoss, fm_s:dict, fm_t:dict):
         "The pairs of maps `term` compares, in its listing order, through the adapters if it has them"
@@ -411,7 +435,6 @@ class KnowledgeDistillationCallback(Callback):
                 conn = _connector(s[ns], t[nt])
                 if conn is None: continue
                 self.connectors[key] = conn.to(s[ns].device)
-                self.session.add_params(conn.parameters())
             s[ns] = _adapt(self.connectors[key], s[ns], t[nt])
         return s,t
 
