@@ -25,6 +25,7 @@ class TeacherCache:
         if not max_mb > 0: raise ValueError(f"cache_mb={max_mb}: give a positive size in megabytes, or 0 for no cache")
         self.max_bytes,self.hits,self.misses,self.enabled = int(max_mb*2**20),0,0,True
         self.tensors,self.version,self._start,self.epoch_hit_rate = [],None,(0, 0, 0),None
+        self.shapes,self.epoch_shapes = set(),set()  # the items' input shapes seen before this epoch, and in it
         self.clear()
 
     def clear(self): self.store,self.nbytes = {},0
@@ -51,6 +52,7 @@ class TeacherCache:
         "Outputs for batch `xb`, calling `compute(xb_subset) -> list of tensors` for the items not stored"
         if not self.enabled: return compute(xb)
         if not all(isinstance(x, Tensor) for x in xb): raise TypeError("cache_mb needs inputs that are tensors")
+        self.epoch_shapes.add(tuple((x.dtype, x.shape[1:]) for x in xb))
         version = self._version(xb)
         if version != self.version: self.clear(); self.version = version
         keys = self.keys(xb)
@@ -76,15 +78,17 @@ class TeacherCache:
         for k,row in zip(keys[:n], zip(*[o[:n].detach().clone().unbind(0) for o in outs])): self.store[k] = list(row)
         self.nbytes += n*size
 
-    def begin_epoch(self): self._start = (self.hits, self.misses, len(self.store))
+    def begin_epoch(self): self._start,self.epoch_shapes = (self.hits, self.misses, len(self.store)),set()
     def end_epoch(self) -> float:
         "This epoch's hit rate; after an epoch without a hit on a cache filled before it, warn once and switch off"
         hits,misses = self.hits - self._start[0],self.misses - self._start[1]
-        if self.enabled and hits == 0 and misses > 0 and self._start[2] > 0:
+        # inputs of a new shape (progressive resizing) are new items, not a sign of augmentation
+        if self.enabled and hits == 0 and misses > 0 and self._start[2] > 0 and self.epoch_shapes <= self.shapes:
             warnings.warn(f"cache_mb: no teacher output was reused in this epoch although {self._start[2]} items were "
                           "stored, so every input was new. The likely cause is random augmentation (or a teacher that "
                           "changes). The cache now stops hashing and storing: pass cache_mb=0 to silence this warning.")
             self.enabled = False
             self.clear()
+        self.shapes |= self.epoch_shapes
         self.epoch_hit_rate = hits / max(hits + misses, 1)
         return self.epoch_hit_rate

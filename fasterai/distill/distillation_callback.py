@@ -344,7 +344,8 @@ class KnowledgeDistillationCallback(Callback):
     outermost one, never another callback's."""
     # `after_loss` must run before `GradientAccumulation` rescales the loss, and inside `MixedPrecision`'s autocast
     order,remove_on_fetch = GradientAccumulation.order - 1,True
-    _stateattrs = ('teacher', 'loss', 'cache', 'connectors', 'session', '_cols', '_sums', '_scales', '_guard')  # never pickled
+    # never pickled: the teacher, the learned parts and functions given (often lambdas) stay out of `learn.export()`
+    _stateattrs = ('teacher', 'loss', 'teacher_output', 'teacher_tfm', 'cache', 'connectors', 'session', '_cols', '_sums', '_scales', '_guard')
     def __init__(self,
                  teacher: nn.Module | Learner | list | dict,          # Teacher model, or a `Learner` whose model is the teacher; or a list or dict of them
                  loss: Callable | list,                               # Distillation loss function, or a list of them / of `DistillLoss`
