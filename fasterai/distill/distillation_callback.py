@@ -258,7 +258,7 @@ class _TeacherSession:
         for m in cb.learned: m.to(target).train(learn.training)
         self.opt,self.params = (getattr(learn, 'opt', None) if learn.training else None),[]
         self.sync_params()
-        if cb.cache is not None: cb.cache.watch(cb.teacher)
+        if cb.cache is not None: cb.cache.watch(nn.ModuleList(self.teachers.values()) if self.teachers else None)
         self.entered = True
         return self
 
@@ -309,13 +309,16 @@ class _TeacherSession:
 
     def teacher_outputs(self, xb) -> tuple:
         "The teacher's outputs for batch `xb`: those of the pass made before the student's forward, or a pass now"
-        if self.early is not None and self.early[0] is xb: return self.early[1]
+        if self.early is not None and _is_batch(self.early[0], xb): return self.early[1]
         return self.outputs(xb)
 
     def outputs(self, xb) -> tuple:
         "The teacher's prediction and hooked maps for `xb` (from the cache where it can), and whether they are all finite"
         cb = self.cb
-        xb = tuplify(cb.teacher_tfm(*xb)) if cb.teacher_tfm else xb
+        if cb.teacher_tfm:
+            xb = tuplify(cb.teacher_tfm(*xb))
+            if not all(isinstance(x, Tensor) for x in xb): raise TypeError(
+                f"teacher_tfm returned {[type(x).__name__ for x in xb]}: it must return the teacher's input as a tensor or a tuple of tensors")
         # without the teacher (`teacher=None`), the store must hold every item: it raises for the missing ones
         outs = cb.cache(xb, self._forward if cb.teacher is not None else None) if cb.cache is not None else self._forward(xb)
         # the sums for the NaN check, taken while the maps are still in the CPU's caches
