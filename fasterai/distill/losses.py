@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['SoftTarget', 'Logits', 'Mutual', 'DecoupledKD', 'DIST', 'Attention', 'ActivationBoundaries', 'FitNet', 'Similarity',
-           'PKT', 'RKD']
+__all__ = ['SoftTarget', 'Logits', 'Mutual', 'DecoupledKD', 'DIST', 'ChannelWise', 'Attention', 'ActivationBoundaries', 'FitNet',
+           'Similarity', 'PKT', 'RKD']
 
 # %% ../../nbs/distill/losses.ipynb #1209fc22
 _LOSS_KWARGS = ('pred', 'teacher_pred', 'fm_s', 'fm_t', 'target')
@@ -113,13 +113,24 @@ def _kl(logp_s:Tensor, logp_t:Tensor) -> Tensor:
     "KL(teacher || student) between rows of log-probabilities, summed over classes and averaged over rows"
     return F.kl_div(logp_s, logp_t, log_target=True, reduction='batchmean')
 
+def _zscore(z:Tensor, eps:float=1e-7) -> Tensor:
+    "Each row of `z` minus its mean, divided by `eps` plus its standard deviation (unbiased, as in Sun et al.'s code)"
+    c = z - z.mean(1, keepdim=True)
+    var = c.pow(2).sum(1, keepdim=True) / max(z.shape[1] - 1, 1)
+    return c / (eps + var.clamp_min(1e-30).sqrt())  # the clamp keeps the gradient finite for a row of equal logits
+
+def _standardised(s:Tensor, t:Tensor, on:bool) -> tuple[Tensor, Tensor]:
+    "Rows of student and teacher logits, z-scored if `on` (`logit_stand=True`)"
+    return (_zscore(s), _zscore(t)) if on else (s, t)
+
 @_fp32
-def SoftTarget(pred:Tensor,          # Student logits, (batch, classes, ...)
-               teacher_pred:Tensor,  # Teacher logits, same shape
-               T:float=5,            # Temperature that softens both distributions
+def SoftTarget(pred:Tensor,             # Student logits, (batch, classes, ...)
+               teacher_pred:Tensor,     # Teacher logits, same shape
+               T:float=5,               # Temperature that softens both distributions
+               logit_stand:bool=False,  # Z-score each item's logits before the temperature (Sun et al., 2024)
                **kwargs):
     "KL divergence between the temperature-softened outputs, times `T**2` (Hinton et al., 2015)"
-    s,t = _outputs(pred, teacher_pred, 'SoftTarget')
+    s,t = _standardised(*_outputs(pred, teacher_pred, 'SoftTarget'), logit_stand)
     return _kl(F.log_softmax(s/T, dim=1), F.log_softmax(t/T, dim=1)) * T*T
 
 # %% ../../nbs/distill/losses.ipynb #282b9f89
@@ -133,11 +144,12 @@ def Logits(pred:Tensor,          # Student logits
 
 # %% ../../nbs/distill/losses.ipynb #2b11ae19
 @_fp32
-def Mutual(pred:Tensor,          # Student logits, (batch, classes, ...)
-           teacher_pred:Tensor,  # Teacher (or peer) logits, same shape
+def Mutual(pred:Tensor,             # Student logits, (batch, classes, ...)
+           teacher_pred:Tensor,     # Teacher (or peer) logits, same shape
+           logit_stand:bool=False,  # Z-score each item's logits first (Sun et al., 2024)
            **kwargs):
     "KL divergence between the teacher's and the student's predicted distributions (Zhang et al., 2018)"
-    s,t = _outputs(pred, teacher_pred, 'Mutual')
+    s,t = _standardised(*_outputs(pred, teacher_pred, 'Mutual'), logit_stand)
     return _kl(F.log_softmax(s, dim=1), F.log_softmax(t, dim=1))
 
 # %% ../../nbs/distill/losses.ipynb #4e615f81
@@ -174,10 +186,12 @@ def DecoupledKD(pred:Tensor,                 # Student logits, (batch, classes, 
                 beta:float=8.,               # Weight of the non-target-class term (NCKD)
                 target:Tensor|None=None,     # Class labels; negative labels use the teacher's predicted class
                 normalize:bool=False,        # Softmax over the C-1 non-target logits only (NKD-style), instead of masking
+                logit_stand:bool=False,      # Z-score each item's logits before the temperature (Sun et al., 2024)
                 **kwargs):
     "`alpha*TCKD + beta*NCKD`, times `T**2`: target and non-target knowledge weighted apart (Zhao et al., 2022)"
     s,t = _outputs(pred, teacher_pred, 'DecoupledKD')
     y = _labels(target, t, 'DecoupledKD')
+    s,t = _standardised(s, t, logit_stand)
     if s.shape[1] == 1: return (s*0).sum()  # one class: both distributions are certain
     mask = F.one_hot(y, s.shape[1]).bool()
     s,t = s/T,t/T
@@ -191,18 +205,36 @@ def _pearson(a:Tensor, b:Tensor, eps:float=1e-8) -> Tensor:
     return F.cosine_similarity(a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True), dim=1, eps=eps)
 
 @_fp32
-def DIST(pred:Tensor,          # Student logits, (batch, classes, ...)
-         teacher_pred:Tensor,  # Teacher logits, same shape
-         beta:float=1.,        # Weight of the inter-class term (correlation across classes, per item)
-         gamma:float=1.,       # Weight of the intra-class term (correlation across the batch, per class)
-         T:float=1.,           # Temperature
+def DIST(pred:Tensor,             # Student logits, (batch, classes, ...)
+         teacher_pred:Tensor,     # Teacher logits, same shape
+         beta:float=1.,           # Weight of the inter-class term (correlation across classes, per item)
+         gamma:float=1.,          # Weight of the intra-class term (correlation across the batch, per class)
+         T:float=1.,              # Temperature
+         logit_stand:bool=False,  # Z-score each item's logits before the temperature (Sun et al., 2024)
          **kwargs):
     "One minus the Pearson correlation of the predictions, across classes and across the batch (Huang et al., 2022)"
-    s,t = _outputs(pred, teacher_pred, 'DIST')
+    s,t = _standardised(*_outputs(pred, teacher_pred, 'DIST'), logit_stand)
     ys,yt = F.softmax(s/T, dim=1),F.softmax(t/T, dim=1)
     inter = 1 - _pearson(ys, yt).mean()
     intra = 1 - _pearson(ys.T, yt.T).mean()
     return T*T * (beta*inter + gamma*intra)
+
+# %% ../../nbs/distill/losses.ipynb #a5dd3c8a
+def _channel_kl(s:Tensor, t:Tensor, T:float) -> Tensor:
+    "KL(teacher || student) between each channel's softmax over positions at temperature `T`, averaged over channels and items, times `T**2`"
+    s,t = s.flatten(2).flatten(0, 1),t.flatten(2).flatten(0, 1)  # one row per (item, channel)
+    return _kl(F.log_softmax(s/T, dim=1), F.log_softmax(t/T, dim=1)) * T*T
+
+@_fp32
+def ChannelWise(pred:Tensor,          # Student output maps, (batch, channels, height, width)
+                teacher_pred:Tensor,  # Teacher output maps, same shape
+                T:float=1.,           # Temperature of the softmax over positions
+                **kwargs):
+    "KL divergence between each output channel's distributions over positions, times `T**2` (Shu et al., 2021)"
+    s,t = _outputs(pred, teacher_pred, 'ChannelWise', rows=False)
+    if s.ndim < 3: raise ValueError(f"ChannelWise needs dense outputs (batch, channels, height, width), got {tuple(s.shape)}: "
+                                    "for class scores use SoftTarget")
+    return _channel_kl(s, t, T)
 
 # %% ../../nbs/distill/losses.ipynb #5c39f4ee
 def _items_per_slice(f:Tensor) -> int:
