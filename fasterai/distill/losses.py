@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['SoftTarget', 'Logits', 'Mutual', 'DecoupledKD', 'DIST', 'ChannelWise', 'Attention', 'ActivationBoundaries', 'FitNet',
-           'Similarity', 'PKT', 'RKD']
+__all__ = ['SoftTarget', 'Logits', 'Mutual', 'DecoupledKD', 'DIST', 'ChannelWise', 'Attention', 'NST', 'ActivationBoundaries',
+           'FitNet', 'FSP', 'ChannelWiseFeatures', 'SRD', 'Similarity', 'PKT', 'RKD', 'CC']
 
 # %% ../../nbs/distill/losses.ipynb #1209fc22
 _LOSS_KWARGS = ('pred', 'teacher_pred', 'fm_s', 'fm_t', 'target')
@@ -268,6 +268,22 @@ def Attention(fm_s:dict,   # Student feature maps, name -> (batch, channels, hei
     "MSE between L2-normalised spatial attention maps, summed over the pairs (Zagoruyko & Komodakis, 2017)"
     return sum(F.mse_loss(_attention_map(s, p), _attention_map(t, p)) for s,t in _pairs(fm_s, fm_t, 'Attention', 'spatial', min_ndim=3))
 
+# %% ../../nbs/distill/losses.ipynb #9ea1c762
+def _poly_mmd(s:Tensor, t:Tensor, d:int, c:float) -> Tensor:
+    "Squared MMD between the unit-norm channel maps of `s` and of `t`, item by item, with the kernel `(x·y + c)**d`, averaged over items"
+    s,t = F.normalize(s.flatten(2), dim=2),F.normalize(t.flatten(2), dim=2)
+    def k(a, b): return (a @ b.transpose(1, 2) + c).pow(d).mean((1, 2))
+    return (k(s, s) + k(t, t) - 2*k(s, t)).mean()
+
+@_fp32
+def NST(fm_s:dict,   # Student feature maps, name -> (batch, channels, height, width)
+        fm_t:dict,   # Teacher feature maps with the same batch and spatial sizes, in the same order
+        d:int=2,     # Degree of the polynomial kernel
+        c:float=0.,  # Constant of the polynomial kernel
+        **kwargs):
+    "Squared MMD between the student's and the teacher's channel maps, with a polynomial kernel, summed over pairs (Huang & Wang, 2017)"
+    return sum(_poly_mmd(s, t, d, c) for s,t in _pairs(fm_s, fm_t, 'NST', 'spatial', min_ndim=3))
+
 # %% ../../nbs/distill/losses.ipynb #0d0831d9
 @_fp32
 def ActivationBoundaries(fm_s:dict,  # Student pre-activation maps, name -> tensor
@@ -285,6 +301,110 @@ def FitNet(fm_s:dict,  # Student feature maps, name -> tensor
            **kwargs):
     "Mean squared error between student and teacher feature maps, summed over pairs (Romero et al., 2015)"
     return sum(F.mse_loss(s, t) for s,t in _pairs(fm_s, fm_t, 'FitNet'))
+
+# %% ../../nbs/distill/losses.ipynb #e11d1d35
+def _fsp(a:Tensor, b:Tensor) -> Tensor:
+    "FSP matrices of maps `a` and `b` of one spatial size: inner products between their channels over the positions, divided by their number"
+    a,b = a.flatten(2),b.flatten(2)
+    return a @ b.transpose(1, 2) / a.shape[2]
+
+@_fp32
+def FSP(fm_s:dict,  # Student feature maps, name -> (batch, channels, height, width), read two by two
+        fm_t:dict,  # Teacher feature maps in the same order: the i-th pair of layers gives the i-th matrix
+        **kwargs):
+    "Squared distance between the student's and the teacher's FSP matrices of consecutive pairs of layers, averaged over items (Yim et al., 2017)"
+    maps = _pairs(fm_s, fm_t, 'FSP', 'batch', min_ndim=3)
+    ns,nt = list(fm_s),list(fm_t)
+    if len(maps) % 2:
+        raise ValueError(f"FSP reads its layers two by two, one matrix for each pair, but got {len(maps)} student layers {ns}: "
+                         "list an even number, e.g. the first and the last layer of each stage")
+    total = 0.
+    for i in range(0, len(maps), 2):
+        (s1,t1),(s2,t2) = maps[i],maps[i+1]
+        for role,names,a,b in (('student', ns, s1, s2), ('teacher', nt, t1, t2)):
+            if a.shape[2:] != b.shape[2:]:
+                raise ValueError(f"FSP: {role} layers {names[i]!r} {tuple(a.shape)} and {names[i+1]!r} {tuple(b.shape)} form a pair, so they "
+                                 "need the same spatial size: pair layers of one resolution, such as the first and the last map of a stage")
+        gs,gt = _fsp(s1, s2),_fsp(t1, t2)
+        if gs.shape != gt.shape:
+            raise ValueError(f"FSP: the student's layers ({ns[i]!r}, {ns[i+1]!r}) give a {gs.shape[1]}×{gs.shape[2]} matrix but the teacher's "
+                             f"({nt[i]!r}, {nt[i+1]!r}) a {gt.shape[1]}×{gt.shape[2]} one: pair layers with the same numbers of channels, "
+                             "or use adapters (`adapters=True`)")
+        total = total + (gs - gt).pow(2).sum((1, 2)).mean()
+    return total
+
+# %% ../../nbs/distill/losses.ipynb #374aba0d
+@_fp32
+def ChannelWiseFeatures(fm_s:dict,   # Student feature maps, name -> (batch, channels, height, width)
+                        fm_t:dict,   # Teacher feature maps of the same shapes, in the same order
+                        T:float=1.,  # Temperature of the softmax over positions
+                        **kwargs):
+    "KL divergence between each channel's distributions over positions, times `T**2`, summed over pairs (Shu et al., 2021)"
+    return sum(_channel_kl(s, t, T) for s,t in _pairs(fm_s, fm_t, 'ChannelWiseFeatures', min_ndim=3))
+
+# %% ../../nbs/distill/losses.ipynb #65154ccc
+def _srd_connector(s:Tensor, t:Tensor) -> nn.Module:
+    "The authors' connector from the student's features `s` to the teacher's width: a 1×1 convolution (or linear layer), BatchNorm, ReLU"
+    if s.ndim == t.ndim == 4: return nn.Sequential(nn.Conv2d(s.shape[1], t.shape[1], 1, bias=False), nn.BatchNorm2d(t.shape[1]), nn.ReLU())
+    if s.ndim == t.ndim == 2: return nn.Sequential(nn.Linear(s.shape[1], t.shape[1], bias=False), nn.BatchNorm1d(t.shape[1]), nn.ReLU())
+    raise ValueError(f"SRD connects 2-D features to 2-D features or 4-D maps to 4-D maps, not {tuple(s.shape)} to {tuple(t.shape)}: "
+                     "list the layers whose outputs feed the classifiers (the pooled features, or the last maps before the pooling)")
+
+def _pooled(f:Tensor) -> Tensor:
+    "Features averaged over their positions, if they have any"
+    return f.flatten(2).mean(2) if f.ndim > 2 else f
+
+class SRD(nn.Module):
+    "Softmax regression representation learning: the student's features through the teacher's frozen classifier (Yang et al., 2021)"
+    __name__ = 'SRD'  # the callback's column name
+    def __init__(self,
+                 head:nn.Module,             # The teacher's classifier, from the listed teacher layer to its logits; never trained
+                 w_feat:float=1.,            # Weight of the feature term
+                 w_logits:float=1.,          # Weight of the softmax-regression term, on the logits
+                 connector:bool|None=None):  # Learn a connector: `None` where the widths differ, `True` always (as the authors' code)
+        super().__init__()
+        if not isinstance(head, nn.Module):
+            raise TypeError(f"SRD needs head, the teacher's classifier as an nn.Module (such as `teacher.fc`), got {type(head).__name__}")
+        self.heads = (head,)  # in a tuple, so that it is no submodule: not trained, moved or saved with this loss
+        self.w_feat,self.w_logits,self.use_connector = w_feat,w_logits,connector
+        self.connector,self.checked = None,False
+
+    def through_head(self, x:Tensor) -> Tensor:
+        "The teacher's head on `x`, in float32 with detached parameters: the gradient reaches `x`, never the head"
+        h = self.heads[0]
+        state = {n: _up(p.detach()) for n,p in h.named_parameters()}
+        state |= {n: _up(b).clone() if b.is_floating_point() else b.clone() for n,b in h.named_buffers()}  # a BatchNorm in train mode updates copies
+        return _up(torch.func.functional_call(h, state, (x,)))
+
+    @_fp32
+    def forward(self,
+                fm_s:dict,            # The student's penultimate features: one layer, name -> tensor
+                fm_t:dict,            # The teacher's penultimate features, the input of `head`: one layer
+                teacher_pred:Tensor,  # The teacher's logits
+                **kwargs):
+        "`w_feat` times the MSE between the features, plus `w_logits` times the MSE between the head's logits on the student's features and the teacher's"
+        maps = _pairs(fm_s, fm_t, 'SRD', 'batch')
+        if len(maps) != 1:
+            raise ValueError(f"SRD compares one pair of layers, the student's and the teacher's penultimate features (the input of `head`), "
+                             f"but got {len(maps)}: {list(fm_s)} and {list(fm_t)}")
+        (s,t), = maps
+        if not isinstance(teacher_pred, Tensor): raise TypeError(f"SRD: the teacher's prediction is a {type(teacher_pred).__name__}, not a tensor")
+        tp = _up(teacher_pred.detach())
+        if not self.checked: self._check(t, tp, *fm_t)
+        if self.connector is None:
+            needed = self.use_connector or (self.use_connector is None and s.shape[1] != t.shape[1]) or s.ndim != t.ndim
+            self.connector = (_srd_connector(s, t) if needed else nn.Identity()).to(s.device).train(self.training)
+        s = self.connector(s)
+        return self.w_feat * F.mse_loss(_pooled(s), _pooled(t)) + self.w_logits * F.mse_loss(self.through_head(s), tp)
+
+    def _check(self, t:Tensor, tp:Tensor, name:str):
+        "Check, once, that the head applied to the teacher's own features gives the teacher's prediction"
+        with torch.no_grad(): out = self.through_head(t)
+        if out.shape != tp.shape or not torch.allclose(out, tp, rtol=0, atol=0.05 * (1 + tp.abs().max().item())):
+            got = f"{tuple(out.shape)}, not {tuple(tp.shape)}" if out.shape != tp.shape else f"values up to {(out - tp).abs().max().item():.3g} away"
+            raise ValueError(f"SRD: the head applied to the teacher's layer {name!r} does not give the teacher's prediction ({got}): pass as "
+                             "head the part of the teacher that maps that layer's output to its logits, in eval mode")
+        self.checked = True
 
 # %% ../../nbs/distill/losses.ipynb #55c25d71
 def _similarity(f:Tensor, p:float) -> Tensor:
@@ -345,3 +465,24 @@ def RKD(fm_s:dict,           # Student features, name -> tensor (flattened per i
         s,t = s.flatten(1),t.flatten(1)
         return w_dist * F.smooth_l1_loss(_distances(s), _distances(t)) + w_angle * F.smooth_l1_loss(_angles(s), _angles(t))
     return sum(_rkd(s, t) for s,t in _pairs(fm_s, fm_t, 'RKD', 'batch'))
+
+# %% ../../nbs/distill/losses.ipynb #c946bae1
+def _rbf_taylor(f:Tensor, gamma:float, p:int) -> Tensor:
+    "Gaussian-RBF kernel between the L2-normalised items of `f`, from its Taylor series up to order `p`"
+    f = F.normalize(f.flatten(1), dim=1)
+    g = f @ f.T
+    term = total = torch.ones_like(g)
+    for k in range(1, p + 1):
+        term = term * g * (2*gamma / k)  # (2γ)^k g^k / k!
+        total = total + term
+    return total * g.new_tensor(-2*gamma).exp()
+
+@_fp32
+def CC(fm_s:dict,         # Student embeddings, name -> tensor (flattened per item)
+       fm_t:dict,         # Teacher embeddings with the same batch size, in the same order
+       gamma:float=0.4,   # Width of the Gaussian RBF kernel
+       p:int=2,           # Order of its Taylor series
+       **kwargs):
+    "MSE between the batch's Gaussian-RBF correlation matrices of the student and the teacher, summed over pairs (Peng et al., 2019)"
+    if p < 1: raise ValueError(f"CC: p={p}, but the Taylor series needs an order p >= 1 for the kernel to depend on the items")
+    return sum(F.mse_loss(_rbf_taylor(s, gamma, p), _rbf_taylor(t, gamma, p)) for s,t in _pairs(fm_s, fm_t, 'CC', 'batch'))
