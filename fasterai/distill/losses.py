@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['SoftTarget', 'Logits', 'Mutual', 'DecoupledKD', 'DIST', 'Attention', 'ActivationBoundaries', 'FitNet', 'Similarity',
-           'PKT', 'RKD']
+__all__ = ['SoftTarget', 'Logits', 'Mutual', 'DecoupledKD', 'DIST', 'ChannelWise', 'Attention', 'NST', 'ActivationBoundaries',
+           'FitNet', 'FSP', 'ChannelWiseFeatures', 'SRD', 'Similarity', 'PKT', 'RKD', 'CC']
 
 # %% ../../nbs/distill/losses.ipynb #1209fc22
 _LOSS_KWARGS = ('pred', 'teacher_pred', 'fm_s', 'fm_t', 'target')
@@ -113,13 +113,24 @@ def _kl(logp_s:Tensor, logp_t:Tensor) -> Tensor:
     "KL(teacher || student) between rows of log-probabilities, summed over classes and averaged over rows"
     return F.kl_div(logp_s, logp_t, log_target=True, reduction='batchmean')
 
+def _zscore(z:Tensor, eps:float=1e-7) -> Tensor:
+    "Each row of `z` minus its mean, divided by `eps` plus its standard deviation (unbiased, as in Sun et al.'s code)"
+    c = z - z.mean(1, keepdim=True)
+    var = c.pow(2).sum(1, keepdim=True) / max(z.shape[1] - 1, 1)
+    return c / (eps + var.clamp_min(1e-30).sqrt())  # the clamp keeps the gradient finite for a row of equal logits
+
+def _standardised(s:Tensor, t:Tensor, on:bool) -> tuple[Tensor, Tensor]:
+    "Rows of student and teacher logits, z-scored if `on` (`logit_stand=True`)"
+    return (_zscore(s), _zscore(t)) if on else (s, t)
+
 @_fp32
-def SoftTarget(pred:Tensor,          # Student logits, (batch, classes, ...)
-               teacher_pred:Tensor,  # Teacher logits, same shape
-               T:float=5,            # Temperature that softens both distributions
+def SoftTarget(pred:Tensor,             # Student logits, (batch, classes, ...)
+               teacher_pred:Tensor,     # Teacher logits, same shape
+               T:float=5,               # Temperature that softens both distributions
+               logit_stand:bool=False,  # Z-score each item's logits before the temperature (Sun et al., 2024)
                **kwargs):
     "KL divergence between the temperature-softened outputs, times `T**2` (Hinton et al., 2015)"
-    s,t = _outputs(pred, teacher_pred, 'SoftTarget')
+    s,t = _standardised(*_outputs(pred, teacher_pred, 'SoftTarget'), logit_stand)
     return _kl(F.log_softmax(s/T, dim=1), F.log_softmax(t/T, dim=1)) * T*T
 
 # %% ../../nbs/distill/losses.ipynb #282b9f89
@@ -133,11 +144,12 @@ def Logits(pred:Tensor,          # Student logits
 
 # %% ../../nbs/distill/losses.ipynb #2b11ae19
 @_fp32
-def Mutual(pred:Tensor,          # Student logits, (batch, classes, ...)
-           teacher_pred:Tensor,  # Teacher (or peer) logits, same shape
+def Mutual(pred:Tensor,             # Student logits, (batch, classes, ...)
+           teacher_pred:Tensor,     # Teacher (or peer) logits, same shape
+           logit_stand:bool=False,  # Z-score each item's logits first (Sun et al., 2024)
            **kwargs):
     "KL divergence between the teacher's and the student's predicted distributions (Zhang et al., 2018)"
-    s,t = _outputs(pred, teacher_pred, 'Mutual')
+    s,t = _standardised(*_outputs(pred, teacher_pred, 'Mutual'), logit_stand)
     return _kl(F.log_softmax(s, dim=1), F.log_softmax(t, dim=1))
 
 # %% ../../nbs/distill/losses.ipynb #4e615f81
@@ -174,10 +186,12 @@ def DecoupledKD(pred:Tensor,                 # Student logits, (batch, classes, 
                 beta:float=8.,               # Weight of the non-target-class term (NCKD)
                 target:Tensor|None=None,     # Class labels; negative labels use the teacher's predicted class
                 normalize:bool=False,        # Softmax over the C-1 non-target logits only (NKD-style), instead of masking
+                logit_stand:bool=False,      # Z-score each item's logits before the temperature (Sun et al., 2024)
                 **kwargs):
     "`alpha*TCKD + beta*NCKD`, times `T**2`: target and non-target knowledge weighted apart (Zhao et al., 2022)"
     s,t = _outputs(pred, teacher_pred, 'DecoupledKD')
     y = _labels(target, t, 'DecoupledKD')
+    s,t = _standardised(s, t, logit_stand)
     if s.shape[1] == 1: return (s*0).sum()  # one class: both distributions are certain
     mask = F.one_hot(y, s.shape[1]).bool()
     s,t = s/T,t/T
@@ -191,18 +205,36 @@ def _pearson(a:Tensor, b:Tensor, eps:float=1e-8) -> Tensor:
     return F.cosine_similarity(a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True), dim=1, eps=eps)
 
 @_fp32
-def DIST(pred:Tensor,          # Student logits, (batch, classes, ...)
-         teacher_pred:Tensor,  # Teacher logits, same shape
-         beta:float=1.,        # Weight of the inter-class term (correlation across classes, per item)
-         gamma:float=1.,       # Weight of the intra-class term (correlation across the batch, per class)
-         T:float=1.,           # Temperature
+def DIST(pred:Tensor,             # Student logits, (batch, classes, ...)
+         teacher_pred:Tensor,     # Teacher logits, same shape
+         beta:float=1.,           # Weight of the inter-class term (correlation across classes, per item)
+         gamma:float=1.,          # Weight of the intra-class term (correlation across the batch, per class)
+         T:float=1.,              # Temperature
+         logit_stand:bool=False,  # Z-score each item's logits before the temperature (Sun et al., 2024)
          **kwargs):
     "One minus the Pearson correlation of the predictions, across classes and across the batch (Huang et al., 2022)"
-    s,t = _outputs(pred, teacher_pred, 'DIST')
+    s,t = _standardised(*_outputs(pred, teacher_pred, 'DIST'), logit_stand)
     ys,yt = F.softmax(s/T, dim=1),F.softmax(t/T, dim=1)
     inter = 1 - _pearson(ys, yt).mean()
     intra = 1 - _pearson(ys.T, yt.T).mean()
     return T*T * (beta*inter + gamma*intra)
+
+# %% ../../nbs/distill/losses.ipynb #a5dd3c8a
+def _channel_kl(s:Tensor, t:Tensor, T:float) -> Tensor:
+    "KL(teacher || student) between each channel's softmax over positions at temperature `T`, averaged over channels and items, times `T**2`"
+    s,t = s.flatten(2).flatten(0, 1),t.flatten(2).flatten(0, 1)  # one row per (item, channel)
+    return _kl(F.log_softmax(s/T, dim=1), F.log_softmax(t/T, dim=1)) * T*T
+
+@_fp32
+def ChannelWise(pred:Tensor,          # Student output maps, (batch, channels, height, width)
+                teacher_pred:Tensor,  # Teacher output maps, same shape
+                T:float=1.,           # Temperature of the softmax over positions
+                **kwargs):
+    "KL divergence between each output channel's distributions over positions, times `T**2` (Shu et al., 2021)"
+    s,t = _outputs(pred, teacher_pred, 'ChannelWise', rows=False)
+    if s.ndim < 3: raise ValueError(f"ChannelWise needs dense outputs (batch, channels, height, width), got {tuple(s.shape)}: "
+                                    "for class scores use SoftTarget")
+    return _channel_kl(s, t, T)
 
 # %% ../../nbs/distill/losses.ipynb #5c39f4ee
 def _items_per_slice(f:Tensor) -> int:
@@ -236,6 +268,22 @@ def Attention(fm_s:dict,   # Student feature maps, name -> (batch, channels, hei
     "MSE between L2-normalised spatial attention maps, summed over the pairs (Zagoruyko & Komodakis, 2017)"
     return sum(F.mse_loss(_attention_map(s, p), _attention_map(t, p)) for s,t in _pairs(fm_s, fm_t, 'Attention', 'spatial', min_ndim=3))
 
+# %% ../../nbs/distill/losses.ipynb #9ea1c762
+def _poly_mmd(s:Tensor, t:Tensor, d:int, c:float) -> Tensor:
+    "Squared MMD between the unit-norm channel maps of `s` and of `t`, item by item, with the kernel `(x·y + c)**d`, averaged over items"
+    s,t = F.normalize(s.flatten(2), dim=2),F.normalize(t.flatten(2), dim=2)
+    def k(a, b): return (a @ b.transpose(1, 2) + c).pow(d).mean((1, 2))
+    return (k(s, s) + k(t, t) - 2*k(s, t)).mean()
+
+@_fp32
+def NST(fm_s:dict,   # Student feature maps, name -> (batch, channels, height, width)
+        fm_t:dict,   # Teacher feature maps with the same batch and spatial sizes, in the same order
+        d:int=2,     # Degree of the polynomial kernel
+        c:float=0.,  # Constant of the polynomial kernel
+        **kwargs):
+    "Squared MMD between the student's and the teacher's channel maps, with a polynomial kernel, summed over pairs (Huang & Wang, 2017)"
+    return sum(_poly_mmd(s, t, d, c) for s,t in _pairs(fm_s, fm_t, 'NST', 'spatial', min_ndim=3))
+
 # %% ../../nbs/distill/losses.ipynb #0d0831d9
 @_fp32
 def ActivationBoundaries(fm_s:dict,  # Student pre-activation maps, name -> tensor
@@ -253,6 +301,110 @@ def FitNet(fm_s:dict,  # Student feature maps, name -> tensor
            **kwargs):
     "Mean squared error between student and teacher feature maps, summed over pairs (Romero et al., 2015)"
     return sum(F.mse_loss(s, t) for s,t in _pairs(fm_s, fm_t, 'FitNet'))
+
+# %% ../../nbs/distill/losses.ipynb #e11d1d35
+def _fsp(a:Tensor, b:Tensor) -> Tensor:
+    "FSP matrices of maps `a` and `b` of one spatial size: inner products between their channels over the positions, divided by their number"
+    a,b = a.flatten(2),b.flatten(2)
+    return a @ b.transpose(1, 2) / a.shape[2]
+
+@_fp32
+def FSP(fm_s:dict,  # Student feature maps, name -> (batch, channels, height, width), read two by two
+        fm_t:dict,  # Teacher feature maps in the same order: the i-th pair of layers gives the i-th matrix
+        **kwargs):
+    "Squared distance between the student's and the teacher's FSP matrices of consecutive pairs of layers, averaged over items (Yim et al., 2017)"
+    maps = _pairs(fm_s, fm_t, 'FSP', 'batch', min_ndim=3)
+    ns,nt = list(fm_s),list(fm_t)
+    if len(maps) % 2:
+        raise ValueError(f"FSP reads its layers two by two, one matrix for each pair, but got {len(maps)} student layers {ns}: "
+                         "list an even number, e.g. the first and the last layer of each stage")
+    total = 0.
+    for i in range(0, len(maps), 2):
+        (s1,t1),(s2,t2) = maps[i],maps[i+1]
+        for role,names,a,b in (('student', ns, s1, s2), ('teacher', nt, t1, t2)):
+            if a.shape[2:] != b.shape[2:]:
+                raise ValueError(f"FSP: {role} layers {names[i]!r} {tuple(a.shape)} and {names[i+1]!r} {tuple(b.shape)} form a pair, so they "
+                                 "need the same spatial size: pair layers of one resolution, such as the first and the last map of a stage")
+        gs,gt = _fsp(s1, s2),_fsp(t1, t2)
+        if gs.shape != gt.shape:
+            raise ValueError(f"FSP: the student's layers ({ns[i]!r}, {ns[i+1]!r}) give a {gs.shape[1]}×{gs.shape[2]} matrix but the teacher's "
+                             f"({nt[i]!r}, {nt[i+1]!r}) a {gt.shape[1]}×{gt.shape[2]} one: pair layers with the same numbers of channels, "
+                             "or use adapters (`adapters=True`)")
+        total = total + (gs - gt).pow(2).sum((1, 2)).mean()
+    return total
+
+# %% ../../nbs/distill/losses.ipynb #374aba0d
+@_fp32
+def ChannelWiseFeatures(fm_s:dict,   # Student feature maps, name -> (batch, channels, height, width)
+                        fm_t:dict,   # Teacher feature maps of the same shapes, in the same order
+                        T:float=1.,  # Temperature of the softmax over positions
+                        **kwargs):
+    "KL divergence between each channel's distributions over positions, times `T**2`, summed over pairs (Shu et al., 2021)"
+    return sum(_channel_kl(s, t, T) for s,t in _pairs(fm_s, fm_t, 'ChannelWiseFeatures', min_ndim=3))
+
+# %% ../../nbs/distill/losses.ipynb #65154ccc
+def _srd_connector(s:Tensor, t:Tensor) -> nn.Module:
+    "The authors' connector from the student's features `s` to the teacher's width: a 1×1 convolution (or linear layer), BatchNorm, ReLU"
+    if s.ndim == t.ndim == 4: return nn.Sequential(nn.Conv2d(s.shape[1], t.shape[1], 1, bias=False), nn.BatchNorm2d(t.shape[1]), nn.ReLU())
+    if s.ndim == t.ndim == 2: return nn.Sequential(nn.Linear(s.shape[1], t.shape[1], bias=False), nn.BatchNorm1d(t.shape[1]), nn.ReLU())
+    raise ValueError(f"SRD connects 2-D features to 2-D features or 4-D maps to 4-D maps, not {tuple(s.shape)} to {tuple(t.shape)}: "
+                     "list the layers whose outputs feed the classifiers (the pooled features, or the last maps before the pooling)")
+
+def _pooled(f:Tensor) -> Tensor:
+    "Features averaged over their positions, if they have any"
+    return f.flatten(2).mean(2) if f.ndim > 2 else f
+
+class SRD(nn.Module):
+    "Softmax regression representation learning: the student's features through the teacher's frozen classifier (Yang et al., 2021)"
+    __name__ = 'SRD'  # the callback's column name
+    def __init__(self,
+                 head:nn.Module,             # The teacher's classifier, from the listed teacher layer to its logits; never trained
+                 w_feat:float=1.,            # Weight of the feature term
+                 w_logits:float=1.,          # Weight of the softmax-regression term, on the logits
+                 connector:bool|None=None):  # Learn a connector: `None` where the widths differ, `True` always (as the authors' code)
+        super().__init__()
+        if not isinstance(head, nn.Module):
+            raise TypeError(f"SRD needs head, the teacher's classifier as an nn.Module (such as `teacher.fc`), got {type(head).__name__}")
+        self.heads = (head,)  # in a tuple, so that it is no submodule: not trained, moved or saved with this loss
+        self.w_feat,self.w_logits,self.use_connector = w_feat,w_logits,connector
+        self.connector,self.checked = None,False
+
+    def through_head(self, x:Tensor) -> Tensor:
+        "The teacher's head on `x`, in float32 with detached parameters: the gradient reaches `x`, never the head"
+        h = self.heads[0]
+        state = {n: _up(p.detach()) for n,p in h.named_parameters()}
+        state |= {n: _up(b).clone() if b.is_floating_point() else b.clone() for n,b in h.named_buffers()}  # a BatchNorm in train mode updates copies
+        return _up(torch.func.functional_call(h, state, (x,)))
+
+    @_fp32
+    def forward(self,
+                fm_s:dict,            # The student's penultimate features: one layer, name -> tensor
+                fm_t:dict,            # The teacher's penultimate features, the input of `head`: one layer
+                teacher_pred:Tensor,  # The teacher's logits
+                **kwargs):
+        "`w_feat` times the MSE between the features, plus `w_logits` times the MSE between the head's logits on the student's features and the teacher's"
+        maps = _pairs(fm_s, fm_t, 'SRD', 'batch')
+        if len(maps) != 1:
+            raise ValueError(f"SRD compares one pair of layers, the student's and the teacher's penultimate features (the input of `head`), "
+                             f"but got {len(maps)}: {list(fm_s)} and {list(fm_t)}")
+        (s,t), = maps
+        if not isinstance(teacher_pred, Tensor): raise TypeError(f"SRD: the teacher's prediction is a {type(teacher_pred).__name__}, not a tensor")
+        tp = _up(teacher_pred.detach())
+        if not self.checked: self._check(t, tp, *fm_t)
+        if self.connector is None:
+            needed = self.use_connector or (self.use_connector is None and s.shape[1] != t.shape[1]) or s.ndim != t.ndim
+            self.connector = (_srd_connector(s, t) if needed else nn.Identity()).to(s.device).train(self.training)
+        s = self.connector(s)
+        return self.w_feat * F.mse_loss(_pooled(s), _pooled(t)) + self.w_logits * F.mse_loss(self.through_head(s), tp)
+
+    def _check(self, t:Tensor, tp:Tensor, name:str):
+        "Check, once, that the head applied to the teacher's own features gives the teacher's prediction"
+        with torch.no_grad(): out = self.through_head(t)
+        if out.shape != tp.shape or not torch.allclose(out, tp, rtol=0, atol=0.05 * (1 + tp.abs().max().item())):
+            got = f"{tuple(out.shape)}, not {tuple(tp.shape)}" if out.shape != tp.shape else f"values up to {(out - tp).abs().max().item():.3g} away"
+            raise ValueError(f"SRD: the head applied to the teacher's layer {name!r} does not give the teacher's prediction ({got}): pass as "
+                             "head the part of the teacher that maps that layer's output to its logits, in eval mode")
+        self.checked = True
 
 # %% ../../nbs/distill/losses.ipynb #55c25d71
 def _similarity(f:Tensor, p:float) -> Tensor:
@@ -313,3 +465,24 @@ def RKD(fm_s:dict,           # Student features, name -> tensor (flattened per i
         s,t = s.flatten(1),t.flatten(1)
         return w_dist * F.smooth_l1_loss(_distances(s), _distances(t)) + w_angle * F.smooth_l1_loss(_angles(s), _angles(t))
     return sum(_rkd(s, t) for s,t in _pairs(fm_s, fm_t, 'RKD', 'batch'))
+
+# %% ../../nbs/distill/losses.ipynb #c946bae1
+def _rbf_taylor(f:Tensor, gamma:float, p:int) -> Tensor:
+    "Gaussian-RBF kernel between the L2-normalised items of `f`, from its Taylor series up to order `p`"
+    f = F.normalize(f.flatten(1), dim=1)
+    g = f @ f.T
+    term = total = torch.ones_like(g)
+    for k in range(1, p + 1):
+        term = term * g * (2*gamma / k)  # (2γ)^k g^k / k!
+        total = total + term
+    return total * g.new_tensor(-2*gamma).exp()
+
+@_fp32
+def CC(fm_s:dict,         # Student embeddings, name -> tensor (flattened per item)
+       fm_t:dict,         # Teacher embeddings with the same batch size, in the same order
+       gamma:float=0.4,   # Width of the Gaussian RBF kernel
+       p:int=2,           # Order of its Taylor series
+       **kwargs):
+    "MSE between the batch's Gaussian-RBF correlation matrices of the student and the teacher, summed over pairs (Peng et al., 2019)"
+    if p < 1: raise ValueError(f"CC: p={p}, but the Taylor series needs an order p >= 1 for the kernel to depend on the items")
+    return sum(F.mse_loss(_rbf_taylor(s, gamma, p), _rbf_taylor(t, gamma, p)) for s,t in _pairs(fm_s, fm_t, 'CC', 'batch'))
