@@ -66,7 +66,9 @@ class DistillLoss:
         return c
 
 def _loss_name(f):
+    "A column name for loss `f`: its name, its class's for a loss module, or 'distill_loss'"
     name = getattr(f, '__name__', None) or getattr(getattr(f, 'func', None), '__name__', None)
+    if name is None and isinstance(f, nn.Module): name = type(f).__name__
     return 'distill_loss' if name in (None, '<lambda>') else name
 
 def _check_schedule(schedule):
