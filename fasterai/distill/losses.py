@@ -536,6 +536,11 @@ def _nce(p:Tensor, n_data:int, eps:float=1e-7) -> Tensor:
     log_neg = torch.log(noise / (p[:, 1:] + noise + eps))
     return -(log_pos.sum() + log_neg.sum()) / len(p)
 
+def _scores(v:Tensor, mem:Tensor, cand:Tensor) -> Tensor:
+    "`v[i] . mem[cand[i, j]]` for each item i and candidate j: through all the memory when that is smaller than the gathered rows"
+    if len(mem) <= cand.numel(): return (v @ mem.T).gather(1, cand)
+    return torch.bmm(mem[cand], v[:, :, None])[..., 0]
+
 _IDS_HOW = "add `ContentKeys(crd)` to the Learner's callbacks (keys from the inputs' content), or call the loss with ids="
 
 class CRD(_LearnedLoss):
@@ -616,17 +621,19 @@ class CRD(_LearnedLoss):
         if self.training:
             idx = self._slots(ids, bs, vs.device)
             cand = torch.cat([idx[:, None], neg], 1)
-            mem_s,mem_t = self.memory_s[cand],self.memory_t[cand]
-        else:
-            mem_s,mem_t = torch.cat([vs.detach()[:, None], self.memory_s[neg]], 1),torch.cat([vt.detach()[:, None], self.memory_t[neg]], 1)
-        out_s = torch.exp(torch.bmm(mem_t, vs[:, :, None])[..., 0] / self.T)  # the student's embedding against the teacher's memory
-        out_t = torch.exp(torch.bmm(mem_s, vt[:, :, None])[..., 0] / self.T)  # the teacher's against the student's
+            sc_s,sc_t = _scores(vs, self.memory_t, cand),_scores(vt, self.memory_s, cand)
+        else:  # the positive: the other network's current embedding
+            pos = (vs * vt).sum(1, keepdim=True)
+            sc_s,sc_t = torch.cat([pos, _scores(vs, self.memory_t, neg)], 1),torch.cat([pos, _scores(vt, self.memory_s, neg)], 1)
+        out_s = torch.exp(sc_s / self.T)  # the student's embedding against the teacher's memory
+        out_t = torch.exp(sc_t / self.T)  # the teacher's against the student's
         if self.Z[0] < 0: self.Z.copy_(torch.stack([out_s.mean(), out_t.mean()]).detach() * self.n_data)
         loss = _nce(out_s / self.Z[0], self.n_data) + _nce(out_t / self.Z[1], self.n_data)
         if self.training:
-            with torch.no_grad():
-                for mem,v in ((self.memory_s, vs), (self.memory_t, vt)):
-                    mem[idx] = F.normalize(mem[idx] * self.momentum + v * (1 - self.momentum), dim=1)
+            with torch.no_grad():  # out of place: the scores' backward still needs the memory as it was
+                for n,v in (('memory_s', vs), ('memory_t', vt)):
+                    mem = getattr(self, n)
+                    setattr(self, n, mem.index_copy(0, idx, F.normalize(mem[idx] * self.momentum + v * (1 - self.momentum), dim=1)))
                 if y is not None: self.labels[idx[y >= 0]] = y[y >= 0]
         return loss
 
