@@ -426,9 +426,11 @@ class OFD(_LearnedLoss):
 
     @classmethod
     def from_teacher(cls,
-                     teacher:nn.Module,  # The teacher
+                     teacher:nn.Module,  # The teacher, or a `Learner` whose model is the teacher
                      layers:str|list):   # Names of its BatchNorm layers, as in `activations_teacher`
         "An `OFD` with the margins of the teacher's BatchNorm layers named `layers`"
+        if not isinstance(teacher, nn.Module): teacher = getattr(teacher, 'model', teacher)
+        if not isinstance(teacher, nn.Module): raise TypeError(f"OFD.from_teacher: teacher must be an nn.Module or a Learner, got {type(teacher).__name__}")
         bns = []
         for n in listify(layers):
             try: m = teacher.get_submodule(n)
@@ -640,7 +642,10 @@ class CRD(_LearnedLoss):
 class ContentKeys(Callback):
     "Give `losses` the content key of each item of the batch, taken before other callbacks change the inputs"
     order = -50  # before any callback that augments `learn.xb` in `before_batch`
-    def __init__(self, *losses): self.losses = losses
+    def __init__(self, *losses):  # The loss instances that read `ids`, such as a `CRD` (or the `DistillLoss` terms holding them)
+        self.losses = [getattr(l, 'loss', l) for l in losses]
+        for l in self.losses:
+            if not isinstance(l, nn.Module): raise TypeError(f"ContentKeys takes the loss instances that read ids, such as CRD(...), got {type(l).__name__}")
     def before_batch(self):
         keys = TeacherCache.keys(self.xb)
         for l in self.losses: l.ids = keys
