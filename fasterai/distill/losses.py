@@ -13,7 +13,8 @@ from torch import Tensor
 
 # %% auto #0
 __all__ = ['SoftTarget', 'Logits', 'Mutual', 'DecoupledKD', 'DIST', 'ChannelWise', 'Attention', 'NST', 'ActivationBoundaries',
-           'FitNet', 'FSP', 'ChannelWiseFeatures', 'SRD', 'Similarity', 'PKT', 'RKD', 'CC']
+           'FitNet', 'FSP', 'ChannelWiseFeatures', 'SRD', 'Similarity', 'PKT', 'RKD', 'CC', 'VID', 'OFD', 'ReviewKD',
+           'CRD', 'ContentKeys']
 
 # %% ../../nbs/distill/losses.ipynb #1209fc22
 _LOSS_KWARGS = ('pred', 'teacher_pred', 'fm_s', 'fm_t', 'target')
@@ -486,3 +487,339 @@ def CC(fm_s:dict,         # Student embeddings, name -> tensor (flattened per it
     "MSE between the batch's Gaussian-RBF correlation matrices of the student and the teacher, summed over pairs (Peng et al., 2019)"
     if p < 1: raise ValueError(f"CC: p={p}, but the Taylor series needs an order p >= 1 for the kernel to depend on the items")
     return sum(F.mse_loss(_rbf_taylor(s, gamma, p), _rbf_taylor(t, gamma, p)) for s,t in _pairs(fm_s, fm_t, 'CC', 'batch'))
+
+# %% ../../nbs/distill/losses.ipynb #3b94a6ef
+import math
+from fastcore.basics import store_attr, listify
+from fastai.callback.core import Callback
+from .cache import TeacherCache
+
+# %% ../../nbs/distill/losses.ipynb #afa4148f
+class _LearnedLoss(nn.Module):
+    "A loss with learned parts, built on its first call from the shapes of the maps it sees"
+    def __init__(self):
+        super().__init__()
+        self.__name__ = type(self).__name__  # the callback names the term's progress-table column after it
+
+    def _place(self, m:nn.Module, like:Tensor) -> nn.Module:
+        "`m` on the device and in the dtype of `like`, in this loss's train/eval mode"
+        return m.to(like.device, like.dtype).train(self.training)
+
+def _named_pairs(fm_s:dict, fm_t:dict, loss:str, same:str, min_ndim:int=2) -> list:
+    "`_pairs` with the layers' names: `(student name, teacher name, s, t)` for each pair"
+    return [(ns, nt, s, t) for (ns,nt),(s,t) in zip(zip(fm_s, fm_t), _pairs(fm_s, fm_t, loss, same, min_ndim))]
+
+def _as_4d(f:Tensor, loss:str, role:str, name:str) -> Tensor:
+    "A `(batch, features)` vector as a `(batch, features, 1, 1)` map; 4-D maps as they are"
+    if f.ndim == 2: return f[:, :, None, None]
+    if f.ndim == 4: return f
+    raise ValueError(f"{loss}: {role} layer {name!r} gives {tuple(f.shape)}, but {loss} takes maps (batch, channels, height, "
+                     "width) or vectors (batch, features)")
+
+def _check_bn_batch(f:Tensor, training:bool, loss:str, name:str):
+    "Refuse a student map that a learned BatchNorm cannot normalise in training: one value per channel"
+    if training and f.shape[0] * math.prod(f.shape[2:]) < 2:
+        raise ValueError(f"{loss}: student layer {name!r} gives {tuple(f.shape)}, one value per channel, but the BatchNorm of "
+                         f"{loss}'s learned part needs more than one in training: use batches of 2 items or more")
+
+# %% ../../nbs/distill/losses.ipynb #9a7d4a6b
+class VID(_LearnedLoss):
+    "Negative log-likelihood of the teacher's maps under Gaussians predicted from the student's; as the authors' code, averaged, without the constant (Ahn et al., 2019)"
+    def __init__(self,
+                 mid_channels:int|None=None,  # Width of the regressor's hidden 1x1 convolutions (default: the teacher map's channels)
+                 init_var:float=5.,           # Initial variance of every teacher channel
+                 eps:float=1e-5):             # Lower bound of the variances
+        super().__init__()
+        store_attr()
+        self.regressors,self.log_scales = nn.ModuleList(),nn.ParameterList()
+
+    def _build(self, pairs):
+        "One regressor and one vector of variances per pair of maps"
+        alpha = math.log(math.expm1(self.init_var - self.eps))  # softplus(alpha) + eps = init_var
+        for _,_,s,t in pairs:
+            cs,ct = s.shape[1],t.shape[1]
+            cm = self.mid_channels or ct
+            reg = nn.Sequential(nn.Conv2d(cs, cm, 1, bias=False), nn.ReLU(), nn.Conv2d(cm, cm, 1, bias=False), nn.ReLU(),
+                                nn.Conv2d(cm, ct, 1, bias=False))
+            self.regressors.append(self._place(reg, s))
+            self.log_scales.append(nn.Parameter(torch.full((ct,), alpha, dtype=s.dtype, device=s.device)))
+
+    @_fp32
+    def forward(self,
+                fm_s:dict,  # Student maps, name -> (batch, channels, height, width) or (batch, features)
+                fm_t:dict,  # Teacher maps with the same batch size, in the same order
+                **kwargs):
+        pairs = [(ns, nt, _as_4d(s, 'VID', 'student', ns), _as_4d(t, 'VID', 'teacher', nt))
+                 for ns,nt,s,t in _named_pairs(fm_s, fm_t, 'VID', 'batch')]
+        if not len(self.regressors): self._build(pairs)
+        if len(pairs) != len(self.regressors):
+            raise ValueError(f"VID was built for {len(self.regressors)} pairs of layers but got {len(pairs)}: use one VID for each set of layers")
+        total = 0.
+        for (ns,nt,s,t),reg,alpha in zip(pairs, self.regressors, self.log_scales):
+            if (s.shape[1], t.shape[1]) != (reg[0].in_channels, reg[-1].out_channels):
+                raise ValueError(f"VID: student layer {ns!r} and teacher layer {nt!r} give {s.shape[1]} and {t.shape[1]} channels, "
+                                 f"but their regressor was built for {reg[0].in_channels} and {reg[-1].out_channels}")
+            size = min(s.shape[2], t.shape[2]),min(s.shape[3], t.shape[3])
+            s,t = F.adaptive_avg_pool2d(s, size).to(alpha.dtype),F.adaptive_avg_pool2d(t, size).to(alpha.dtype)
+            var = (F.softplus(alpha) + self.eps)[:, None, None]
+            total = total + ((t - reg(s))**2 / var + var.log()).mean() / 2
+        return total
+
+# %% ../../nbs/distill/losses.ipynb #14e4c514
+def _bn_margin(bn:nn.Module) -> Tensor:
+    "Per channel, E[x | x < 0] for x ~ N(beta, gamma**2), the BatchNorm's output; -3|gamma| where P(x < 0) <= 0.001"
+    c = bn.num_features
+    s = bn.weight.detach().double().abs().cpu() if bn.affine else torch.ones(c, dtype=torch.float64)
+    m = bn.bias.detach().double().cpu() if bn.affine else torch.zeros(c, dtype=torch.float64)
+    z = m / s.clamp_min(1e-300)
+    p = torch.special.ndtr(-z)
+    mean_neg = m - s * torch.exp(-z**2 / 2) / math.sqrt(2 * math.pi) / p.clamp_min(1e-300)
+    margin = torch.where(p > 1e-3, mean_neg, -3 * s)
+    return torch.where(s > 0, margin, m.clamp(max=0)).float()  # gamma = 0: constant outputs
+
+def _ofd_connector(s:Tensor, ct:int) -> nn.Module:
+    "A 1x1 convolution (a linear map for vectors) and a BatchNorm to `ct` channels, initialised as the authors do"
+    lin,bn = (nn.Conv2d(s.shape[1], ct, 1, bias=False),nn.BatchNorm2d(ct)) if s.ndim == 4 else (nn.Linear(s.shape[1], ct, bias=False),nn.BatchNorm1d(ct))
+    nn.init.normal_(lin.weight, 0, math.sqrt(2 / ct))
+    return nn.Sequential(lin, bn)
+
+def _is_bn(m): return isinstance(m, nn.modules.batchnorm._BatchNorm)
+_BN_WHY = "OFD compares the teacher's maps before the ReLU, at the outputs of BatchNorm layers, whose statistics give the margin"
+
+class OFD(_LearnedLoss):
+    "Partial L2 between connected student maps and margin-clipped teacher maps, before the ReLU; as the authors' code, deeper pairs weigh more (Heo et al., 2019)"
+    def __init__(self,
+                 teacher_bns:list):  # The teacher's BatchNorm layers whose outputs are compared, one per pair, in order
+        super().__init__()
+        bns = listify(teacher_bns)
+        if not bns: raise ValueError("OFD needs teacher_bns, the teacher's BatchNorm layers: one for each pair of layers")
+        for i,bn in enumerate(bns):
+            if not _is_bn(bn): raise TypeError(f"OFD: teacher_bns[{i}] is a {type(bn).__name__}, not a BatchNorm. {_BN_WHY}.")
+            self.register_buffer(f'margin{i}', _bn_margin(bn))
+        self.n_pairs,self.connectors = len(bns),nn.ModuleList()
+
+    @classmethod
+    def from_teacher(cls,
+                     teacher:nn.Module,  # The teacher, or a `Learner` whose model is the teacher
+                     layers:str|list):   # Names of its BatchNorm layers, as in `activations_teacher`
+        "An `OFD` with the margins of the teacher's BatchNorm layers named `layers`"
+        if not isinstance(teacher, nn.Module): teacher = getattr(teacher, 'model', teacher)
+        if not isinstance(teacher, nn.Module): raise TypeError(f"OFD.from_teacher: teacher must be an nn.Module or a Learner, got {type(teacher).__name__}")
+        bns = []
+        for n in listify(layers):
+            try: m = teacher.get_submodule(n)
+            except AttributeError: raise ValueError(f"OFD.from_teacher: the teacher has no layer named {n!r} (see `get_model_layers`)") from None
+            if not _is_bn(m): raise TypeError(f"OFD.from_teacher: teacher layer {n!r} is a {type(m).__name__}, not a BatchNorm. {_BN_WHY}.")
+            bns.append(m)
+        return cls(bns)
+
+    @property
+    def margins(self) -> list: return [getattr(self, f'margin{i}') for i in range(self.n_pairs)]
+
+    @_fp32
+    def forward(self,
+                fm_s:dict,  # Student maps before the ReLU, name -> (batch, channels, height, width) or (batch, features)
+                fm_t:dict,  # Teacher maps before the ReLU: the outputs of `teacher_bns`, same batch and spatial sizes
+                **kwargs):
+        pairs = _named_pairs(fm_s, fm_t, 'OFD', 'spatial')
+        if len(pairs) != self.n_pairs:
+            raise ValueError(f"OFD has the margins of {self.n_pairs} teacher BatchNorm layers but got {len(pairs)} pairs of maps: "
+                             "give one BatchNorm for each pair, in the order of the layers")
+        for (ns,nt,s,t),m in zip(pairs, self.margins):
+            if s.ndim not in (2, 4): raise ValueError(f"OFD: student layer {ns!r} gives {tuple(s.shape)}, but OFD takes maps (batch, "
+                                                      "channels, height, width) or vectors (batch, features)")
+            if t.shape[1] != len(m): raise ValueError(f"OFD: teacher layer {nt!r} gives {t.shape[1]} channels but its BatchNorm has "
+                                                      f"{len(m)}: list teacher_bns in the order of activations_teacher")
+            _check_bn_batch(s, self.training, 'OFD', ns)
+        if not len(self.connectors):
+            for _,_,s,t in pairs: self.connectors.append(self._place(_ofd_connector(s, t.shape[1]), s))
+        total,n = 0.,len(pairs)
+        for i,((ns,nt,s,t),conn,m) in enumerate(zip(pairs, self.connectors, self.margins)):
+            if conn[0].weight.shape[1] != s.shape[1]:
+                raise ValueError(f"OFD: student layer {ns!r} gives {s.shape[1]} channels, but its connector was built for {conn[0].weight.shape[1]}")
+            s = conn(s.to(conn[0].weight.dtype))
+            t = torch.maximum(t.to(s.dtype), m.to(s).view(1, -1, *[1]*(t.ndim - 2)))
+            total = total + ((s - t)**2 * ((s > t) | (t > 0))).sum() / len(s) / 2**(n - 1 - i)
+        return total
+
+# %% ../../nbs/distill/losses.ipynb #d93e7758
+class _ABF(nn.Module):
+    "Attention-based fusion: a student map mixed with the deeper levels' fused map, then mapped to a teacher map"
+    def __init__(self, ci, cm, co, fuse:bool):
+        super().__init__()
+        self.conv1 = nn.Sequential(nn.Conv2d(ci, cm, 1, bias=False), nn.BatchNorm2d(cm))
+        self.conv2 = nn.Sequential(nn.Conv2d(cm, co, 3, padding=1, bias=False), nn.BatchNorm2d(co))
+        self.att = nn.Sequential(nn.Conv2d(2*cm, 2, 1), nn.Sigmoid()) if fuse else None
+        for conv in (self.conv1[0], self.conv2[0]): nn.init.kaiming_uniform_(conv.weight, a=1)
+
+    def forward(self, x, res, size):
+        "The prediction of a teacher map of spatial `size`, and the fused map for the next, shallower level"
+        x = self.conv1(x)
+        if self.att is not None:
+            res = F.interpolate(res, size=x.shape[2:], mode='nearest')
+            z = self.att(torch.cat([x, res], dim=1))
+            x = x * z[:, :1] + res * z[:, 1:]
+        if x.shape[2:] != size: x = F.interpolate(x, size=size, mode='nearest')
+        return self.conv2(x),x
+
+def _hcl(s:Tensor, t:Tensor, levels=(4, 2, 1)) -> Tensor:
+    "MSE of the maps and of their average pools to the sizes in `levels` smaller than the maps, weighted 1, 1/2, 1/4, ..., over the sum of the weights"
+    loss,w,tot = F.mse_loss(s, t),1.,1.
+    for l in levels:
+        if l >= min(s.shape[2:]): continue
+        w /= 2
+        loss = loss + w * F.mse_loss(F.adaptive_avg_pool2d(s, l), F.adaptive_avg_pool2d(t, l))
+        tot += w
+    return loss / tot
+
+class ReviewKD(_LearnedLoss):
+    "Student maps fused from the deepest level up by attention (ABF), each compared with a teacher map by the hierarchical context loss (Chen et al., 2021)"
+    def __init__(self,
+                 mid_channels:int|None=None,  # Channels of the fused maps (default: the deepest student map's, at most 512)
+                 levels:tuple=(4, 2, 1)):     # Pooled sizes the hierarchical context loss also compares
+        super().__init__()
+        store_attr()
+        self.abfs = nn.ModuleList()
+
+    @_fp32
+    def forward(self,
+                fm_s:dict,  # Student maps from the shallowest to the deepest, (batch, channels, height, width) or (batch, features)
+                fm_t:dict,  # Teacher maps in the same order and with the same batch size; channels and sizes may differ
+                **kwargs):
+        pairs = [(ns, nt, _as_4d(s, 'ReviewKD', 'student', ns), _as_4d(t, 'ReviewKD', 'teacher', nt))
+                 for ns,nt,s,t in _named_pairs(fm_s, fm_t, 'ReviewKD', 'batch')]
+        for ns,_,s,_ in pairs: _check_bn_batch(s, self.training, 'ReviewKD', ns)
+        if not len(self.abfs):
+            cm = self.mid_channels or min(512, pairs[-1][2].shape[1])
+            for i,(_,_,s,t) in enumerate(pairs): self.abfs.append(self._place(_ABF(s.shape[1], cm, t.shape[1], i < len(pairs) - 1), s))
+        if len(pairs) != len(self.abfs):
+            raise ValueError(f"ReviewKD was built for {len(self.abfs)} pairs of layers but got {len(pairs)}: use one ReviewKD for each set of layers")
+        total,res = 0.,None
+        for (ns,nt,s,t),abf in reversed(list(zip(pairs, self.abfs))):  # from the deepest level up
+            if (s.shape[1], t.shape[1]) != (abf.conv1[0].in_channels, abf.conv2[0].out_channels):
+                raise ValueError(f"ReviewKD: student layer {ns!r} and teacher layer {nt!r} give {s.shape[1]} and {t.shape[1]} channels, "
+                                 f"but their fusion module was built for {abf.conv1[0].in_channels} and {abf.conv2[0].out_channels}")
+            dtype = abf.conv1[0].weight.dtype
+            out,res = abf(s.to(dtype), res, t.shape[2:])
+            total = total + _hcl(out, t.to(dtype), self.levels)
+        return total
+
+# %% ../../nbs/distill/losses.ipynb #94bd6e39
+def _nce(p:Tensor, n_data:int, eps:float=1e-7) -> Tensor:
+    "NCE loss of scores `p` (batch, 1+k): column 0 the positive, the others `k` negatives drawn from `n_data` items"
+    noise = (p.shape[1] - 1) / n_data  # k times the noise distribution's probability of an item
+    log_pos = torch.log(p[:, 0] / (p[:, 0] + noise + eps))
+    log_neg = torch.log(noise / (p[:, 1:] + noise + eps))
+    return -(log_pos.sum() + log_neg.sum()) / len(p)
+
+def _scores(v:Tensor, mem:Tensor, cand:Tensor) -> Tensor:
+    "`v[i] . mem[cand[i, j]]` for each item i and candidate j: through all the memory when that is smaller than the gathered rows"
+    if len(mem) <= cand.numel(): return (v @ mem.T).gather(1, cand)
+    return torch.bmm(mem[cand], v[:, :, None])[..., 0]
+
+_IDS_HOW = "add `ContentKeys(crd)` to the Learner's callbacks (keys from the inputs' content), or call the loss with ids="
+
+class CRD(_LearnedLoss):
+    "NCE between student and teacher embeddings, with a memory of negatives; as the authors' code, the positive is the item's memory (Tian et al., 2020)"
+    def __init__(self,
+                 n_data:int|None,             # Number of distinct training items, the memory's size; None: in-batch negatives
+                 feat_dim:int=128,            # Size of the embeddings
+                 k:int=4096,                  # Negatives drawn from the memory for each item
+                 T:float=0.07,                # Temperature
+                 momentum:float=0.5,          # Momentum of the memory's update
+                 class_negatives:bool=True):  # Draw an item's negatives from other classes when its label is known
+        super().__init__()
+        if n_data is not None and not (isinstance(n_data, int) and n_data >= 1):
+            raise ValueError(f"CRD: n_data={n_data!r}: give the number of distinct training items, or None for in-batch negatives")
+        store_attr()
+        self.embed_s,self.embed_t,self.ids,self.slots = None,None,None,{}
+
+    def _build(self, s, t):
+        "The two heads and, with `n_data`, the memories, the slots' labels and the constants Z"
+        self.embed_s,self.embed_t = self._place(nn.Linear(s.shape[1], self.feat_dim), s),self._place(nn.Linear(t.shape[1], self.feat_dim), s)
+        if self.n_data is None: return
+        stdv = math.sqrt(3 / self.feat_dim)  # the authors' init: unit norm on average
+        for n in ('memory_s', 'memory_t'):
+            self.register_buffer(n, (torch.rand(self.n_data, self.feat_dim, dtype=s.dtype, device=s.device) * 2 - 1) * stdv)
+        self.register_buffer('labels', torch.full((self.n_data,), -1, device=s.device))
+        self.register_buffer('Z', torch.full((2,), -1., dtype=s.dtype, device=s.device))
+
+    def _slots(self, ids, bs:int, device) -> Tensor:
+        "Memory slots of the items `ids`: dataset indices as they are; content keys through a table that fills as they come"
+        if isinstance(ids, Tensor) and not ids.is_floating_point():
+            idx = ids.as_subclass(Tensor).reshape(-1).long().to(device)
+            bad = idx[(idx < 0) | (idx >= self.n_data)]
+            if len(bad): raise ValueError(f"CRD: item index {bad[0].item()} is out of range for n_data={self.n_data}")
+        else:
+            for key in ids:
+                if key in self.slots: continue
+                if len(self.slots) >= self.n_data: raise ValueError(
+                    f"CRD: more than n_data={self.n_data} distinct items. If the inputs change between epochs (random augmentation "
+                    "in the DataLoader), their content cannot identify them: take the keys before augmentation (`ContentKeys`), "
+                    "pass dataset indices as ids=, or use in-batch negatives (n_data=None). Otherwise give n_data the number of "
+                    "distinct training items.")
+                self.slots[key] = len(self.slots)
+            idx = torch.tensor([self.slots[key] for key in ids], dtype=torch.long, device=device)
+        if len(idx) != bs: raise ValueError(f"CRD: {len(idx)} item ids for a batch of {bs} items: they are not this batch's ids")
+        return idx
+
+    def _negatives(self, y:Tensor|None, bs:int, device) -> Tensor:
+        "`k` memory slots per item, drawn uniformly; from slots of other classes where the item's label is known"
+        neg = torch.randint(self.n_data, (bs, self.k), device=device)
+        if y is None or not self.class_negatives: return neg
+        for c in y[y >= 0].unique():
+            rows,pool = (y == c).nonzero()[:, 0],(self.labels != c).nonzero()[:, 0]
+            if len(pool): neg[rows] = pool[torch.randint(len(pool), (len(rows), self.k), device=device)]
+        return neg
+
+    @_fp32
+    def forward(self,
+                fm_s:dict,    # One student layer, name -> features, flattened per item (usually the pooled features)
+                fm_t:dict,    # One teacher layer with the same batch size
+                target=None,  # Class labels (negative: unknown), to draw negatives from other classes
+                ids=None,     # The items' identities, content keys (bytes) or dataset indices; default: those `ContentKeys` left
+                **kwargs):
+        (ns,nt,s,t),*rest = _named_pairs(fm_s, fm_t, 'CRD', 'batch')
+        if rest: raise ValueError(f"CRD compares one pair of layers (usually the pooled features), got {len(rest) + 1}: {list(fm_s)} and {list(fm_t)}")
+        s,t = s.flatten(1),t.flatten(1)
+        if self.embed_s is None: self._build(s, t)
+        dtype = self.embed_s.weight.dtype
+        vs,vt = F.normalize(self.embed_s(s.to(dtype)), dim=1),F.normalize(self.embed_t(t.to(dtype)), dim=1)
+        if self.n_data is None:
+            logits,y = vs @ vt.T / self.T,torch.arange(len(vs), device=vs.device)
+            return F.cross_entropy(logits, y) + F.cross_entropy(logits.T, y)
+        ids,self.ids = (self.ids if ids is None else ids),None  # `ContentKeys`' keys serve one call
+        if ids is None and self.training: raise ValueError(f"CRD needs the identity of each item, to find its memory: {_IDS_HOW}; "
+                                                           "or use in-batch negatives (n_data=None)")
+        bs = len(vs)
+        y = target.as_subclass(Tensor).reshape(-1).to(vs.device) if isinstance(target, Tensor) and not target.is_floating_point() and target.numel() == bs else None
+        neg = self._negatives(y, bs, vs.device)
+        if self.training:
+            idx = self._slots(ids, bs, vs.device)
+            cand = torch.cat([idx[:, None], neg], 1)
+            sc_s,sc_t = _scores(vs, self.memory_t, cand),_scores(vt, self.memory_s, cand)
+        else:  # the positive: the other network's current embedding
+            pos = (vs * vt).sum(1, keepdim=True)
+            sc_s,sc_t = torch.cat([pos, _scores(vs, self.memory_t, neg)], 1),torch.cat([pos, _scores(vt, self.memory_s, neg)], 1)
+        out_s = torch.exp(sc_s / self.T)  # the student's embedding against the teacher's memory
+        out_t = torch.exp(sc_t / self.T)  # the teacher's against the student's
+        if self.Z[0] < 0: self.Z.copy_(torch.stack([out_s.mean(), out_t.mean()]).detach() * self.n_data)
+        loss = _nce(out_s / self.Z[0], self.n_data) + _nce(out_t / self.Z[1], self.n_data)
+        if self.training:
+            with torch.no_grad():  # out of place: the scores' backward still needs the memory as it was
+                for n,v in (('memory_s', vs), ('memory_t', vt)):
+                    mem = getattr(self, n)
+                    setattr(self, n, mem.index_copy(0, idx, F.normalize(mem[idx] * self.momentum + v * (1 - self.momentum), dim=1)))
+                if y is not None: self.labels[idx[y >= 0]] = y[y >= 0]
+        return loss
+
+class ContentKeys(Callback):
+    "Give `losses` the content key of each item of the batch, taken before other callbacks change the inputs"
+    order = -50  # before any callback that augments `learn.xb` in `before_batch`
+    def __init__(self, *losses):  # The loss instances that read `ids`, such as a `CRD` (or the `DistillLoss` terms holding them)
+        self.losses = [getattr(l, 'loss', l) for l in losses]
+        for l in self.losses:
+            if not isinstance(l, nn.Module): raise TypeError(f"ContentKeys takes the loss instances that read ids, such as CRD(...), got {type(l).__name__}")
+    def before_batch(self):
+        keys = TeacherCache.keys(self.xb)
+        for l in self.losses: l.ids = keys
