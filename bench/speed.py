@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Speed and memory of `KnowledgeDistillationCallback` on the CPU, per batch inside the epochs. See bench/README.md.
 
-    python bench/speed.py              # full run: about 5 minutes on 1 thread
+    python bench/speed.py              # full run: 5 minutes on a quiet machine, 10 on a loaded one
     python bench/speed.py --quick      # smoke run: every path once, numbers not meaningful"""
 from __future__ import annotations
 import argparse, ctypes, os, platform, statistics, sys, time
