@@ -55,7 +55,8 @@ def main(a):
     print(f'- student {ms/1e6:.2f} MMACs/item, teacher {mt/1e6:.2f} (×{mt/ms:.1f}), layout {a.layout}; synthetic 3x32x32, bs={W.BS}, '
           f"{cfg['n_train']} train / {cfg['n_valid']} valid batches an epoch; glibc malloc: " + ('freed memory kept (mallopt)' if kept else 'default'))
     names = list(ROWS)
-    ep = T.time_epochs(w, names, cfg['rounds'], log=print if a.verbose else (lambda *x, **k: None))
+    ep, errors = T.time_epochs(w, names, cfg['rounds'], log=print if a.verbose else (lambda *x, **k: None))
+    names = [n for n in names if n not in errors]
     vals = T.time_validation(w, [n for n in names if n not in ('bare', 'kd_cache_fill')], cfg['val_rounds'])
     t_def, t_cl, cl_ratio, conv = T.channels_last_costs(w, cfg['cl_rounds'])
     mem = None
@@ -72,13 +73,15 @@ def main(a):
         x = mem[name]['peak_kib'] / mem['student']['peak_kib']
         return x, f"{x:.3f}, {mem[name]['peak_kib'] / 1024:.0f}"
     all_rounds = [r for rs in ep.values() for r in rs]
-    bare, fails = med(ratios('bare', CPU)), []
+    bare, fails = (med(ratios('bare', CPU)) if 'bare' in ep else float('nan')), []
     print('\n| configuration | CPU ms per batch | × ideal, CPU (≤ 1.05) | × ideal, wall | × bare | per-fit extra, CPU ms '
           '| validation × student (≤ 1.02) | peak RSS × student (≤ 1.05), MB |\n|---|---:|---:|---:|---:|---:|---:|---:|')
     print(f"| student alone | {1e3*med([r['student'][CPU] for r in all_rounds]):.1f} | | | | | | {peak('student')[1]} |")
     print(f"| ideal = student + teacher alone (eval, no_grad) | {1e3*med([r['student'][CPU] + r['teacher'][CPU] for r in all_rounds]):.1f} "
           f"| 1.000 | 1.000 | | | | |")
     for name, label in ROWS.items():
+        if name in errors:
+            print(f'| {label} | error: {errors[name]} | | | | | | |'); fails.append(f'{label}: error'); continue
         rs, r = ep[name], med(ratios(name, CPU))
         extra = med([x['extra'] for x in rs])
         v = med([x[CPU] for x in vals[name]]) if name in vals else None

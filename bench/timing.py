@@ -48,11 +48,17 @@ def rotate(xs, k): k %= len(xs); return xs[k:] + xs[:k]
 
 def time_epochs(w, names, rounds, log=print):
     """For each configuration in `names`, `rounds` trios: one training epoch each of the configuration, of the student alone and
-    of the teacher alone, the orders rotated. Returns {name: [per-round dict]}, times per batch as (wall, CPU)"""
-    learners = {n: w.learner(n, cbs=[BatchClock()]) for n in ['student', *names]}
-    for n, learn in learners.items():  # warm-up on the same shapes; the cached configuration fills its cache here
-        if n == 'kd_cache_fill': fresh_cache(learn, w)
-        learn.fit(1, 1e-3); learn.validate()
+    of the teacher alone, the orders rotated. Returns {name: [per-round dict]} (times per batch as (wall, CPU)), {name: error}"""
+    learners, errors = {}, {}
+    for n in ['student', *names]:  # warm-up on the same shapes; the cached configuration fills its cache here
+        try:
+            learn = learners[n] = w.learner(n, cbs=[BatchClock()])
+            if n == 'kd_cache_fill': fresh_cache(learn, w)
+            learn.fit(1, 1e-3); learn.validate()
+        except Exception as e:  # a configuration the library no longer accepts is reported, the others still run
+            if n == 'student': raise
+            errors[n] = f"{type(e).__name__}: {' '.join(str(e).split())}"[:300]; learners.pop(n, None)
+    names = [n for n in names if n not in errors]
     teacher_pass(w.teacher, w.train); teacher_pass(w.teacher_cl, w.train)
     gc.collect(); gc.freeze()  # what exists now lives to the end: the collections before each measurement are quick
     out = {n: [] for n in names}
@@ -66,7 +72,7 @@ def time_epochs(w, names, rounds, log=print):
             out[n].append(dict(kd=got[n], student=got['student'], teacher=got['teacher'],
                                extra=got[n + ' fit'] - got['student fit']))
         log(f'round {r + 1}/{rounds}: ' + ', '.join(f'{n} {1e3 * out[n][-1]["kd"][0]:.1f}' for n in names) + ' ms/batch', flush=True)
-    return out
+    return out, errors
 
 def time_validation(w, names, rounds):
     "Validation per batch with each configuration's callback attached / the student alone, run back to back: {name: [ratio (wall, CPU)]}"
