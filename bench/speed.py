@@ -71,11 +71,11 @@ def main(a):
     def peak(name):
         if not mem or name not in mem: return None, '—'
         x = mem[name]['peak_kib'] / mem['student']['peak_kib']
-        return x, f"{x:.3f}, {mem[name]['peak_kib'] / 1024:.0f}"
+        return x, f"{x:.3f}, {mem[name]['peak_kib'] / 1024:.0f} (+{(mem[name]['peak_kib'] - mem[name]['before_kib']) / 1024:.0f})"
     all_rounds = [r for rs in ep.values() for r in rs]
     bare, fails = (med(ratios('bare', CPU)) if 'bare' in ep else float('nan')), []
     print('\n| configuration | CPU ms per batch | × ideal, CPU (≤ 1.05) | × ideal, wall | × bare | per-fit extra, CPU ms '
-          '| validation × student (≤ 1.02) | peak RSS × student (≤ 1.05), MB |\n|---|---:|---:|---:|---:|---:|---:|---:|')
+          '| validation × student (≤ 1.02) | peak RSS × student (≤ 1.05), MB (+ over pre-fit) |\n|---|---:|---:|---:|---:|---:|---:|---:|')
     print(f"| student alone | {1e3*med([r['student'][CPU] for r in all_rounds]):.1f} | | | | | | {peak('student')[1]} |")
     print(f"| ideal = student + teacher alone (eval, no_grad) | {1e3*med([r['student'][CPU] + r['teacher'][CPU] for r in all_rounds]):.1f} "
           f"| 1.000 | 1.000 | | | | |")
