@@ -10,7 +10,6 @@ import torch
 ROWS = {  # name -> label; 'bare' is the reference for the library's own cost, 'kd_cached' is compared with the student alone
     'bare': 'teacher run by a bare callback (no loss: the least any KD callback costs)',
     'kd_soft': 'KD logits (SoftTarget)',
-    'kd_soft_cl': 'KD logits, channels_last=True',
     'kd_soft_user_cl': 'KD logits, teacher in channels-last memory format, set by the user',
     'kd_attn': 'KD 3 feature pairs (Attention)',
     'kd_combined': 'KD combined(**kw) = SoftTarget + Attention, 3 pairs',
@@ -58,7 +57,7 @@ def main(a):
     ep, errors = T.time_epochs(w, names, cfg['rounds'], log=print if a.verbose else (lambda *x, **k: None))
     names = [n for n in names if n not in errors]
     vals = T.time_validation(w, [n for n in names if n not in ('bare', 'kd_cache_fill')], cfg['val_rounds'])
-    t_def, t_cl, cl_ratio, conv = T.channels_last_costs(w, cfg['cl_rounds'])
+    t_def, t_cl, cl_ratio = T.channels_last_costs(w, cfg['cl_rounds'])
     mem = None
     if not a.no_memory:
         mnames = ['student'] + [n for n in names if n not in ('bare', 'kd_cache_fill')]
@@ -91,8 +90,7 @@ def main(a):
         if name != 'bare':
             fails += [f'{label}: {what} {x:.3f} > {lim}' for what, x, lim in (('batch', r, 1.10 if name == 'kd_cached' else 1.05),
                       ('validation', v, 1.02), ('peak RSS', p, 1.05)) if x is not None and x > lim]
-    print(f"\nTeacher pass per batch: default {1e3*t_def:.1f} ms, channels-last weights {1e3*t_cl:.1f} ms (× {cl_ratio:.3f}); "
-          f"converting its 4-D weights to channels-last and back: {1e3*conv:.2f} ms (per fit with channels_last=True).")
+    print(f"\nTeacher pass per batch: default {1e3*t_def:.1f} ms, channels-last weights {1e3*t_cl:.1f} ms (× {cl_ratio:.3f}).")
     if W.COMBINED_MAPS and not all(W.COMBINED_MAPS): fails.append('combined(**kw) got no feature maps')
     print(f'Load average (1 min) at start / end: {load0[0]:.1f} / {os.getloadavg()[0]:.1f}; wall time {time.perf_counter() - t_start:.0f} s.')
     print('Targets: ' + ('not evaluated (--quick).' if a.quick else 'all met.' if not fails else 'NOT met: ' + '; '.join(fails)))

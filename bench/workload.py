@@ -59,7 +59,6 @@ class Workload:
         return {'student':      lambda: None,
                 'bare':         lambda: BareTeacher(t),
                 'kd_soft':      lambda: KD(t, SoftTarget, weight=0.5),
-                'kd_soft_cl':   lambda: KD(t, SoftTarget, weight=0.5, channels_last=True),
                 'kd_soft_user_cl': lambda: KD(self.teacher_cl, SoftTarget, weight=0.5),
                 'kd_attn':      lambda: KD(t, Attention, L, L, weight=0.5),
                 'kd_combined':  lambda: KD(t, combined, L, L, weight=0.5),
