@@ -39,13 +39,14 @@ class DistillLoss:
                  activations_teacher: str | list[str] | None = None, # Teacher layers for this term (default: the callback's)
                  adapters: bool | None = None,                     # Learn connectors for mismatched maps (default: the callback's)
                  name: str | None = None,                          # Column name in the progress table
+                 teachers: str | list | dict | None = None,        # With several teachers, whose outputs: None (their average), names, {name: weight}, or 'each'
     ):
         self.uses = _loss_params(loss)
         if not weight >= 0: raise ValueError(f"DistillLoss weight={weight}: a term's scale must be >= 0")
         _check_schedule(schedule)
         self.loss,self.weight,self.schedule,self.adapters = loss,weight,schedule,adapters
         self.student,self.teacher = _layer_lists(activations_student, activations_teacher)
-        self.name = name or _loss_name(loss)
+        self.name,self.teachers = name or _loss_name(loss),teachers
 
     @property
     def needs_features(self): return bool({'fm_s', 'fm_t'} & self.uses)
@@ -65,7 +66,9 @@ class DistillLoss:
         return c
 
 def _loss_name(f):
+    "A column name for loss `f`: its name, its class's for a loss module, or 'distill_loss'"
     name = getattr(f, '__name__', None) or getattr(getattr(f, 'func', None), '__name__', None)
+    if name is None and isinstance(f, nn.Module): name = type(f).__name__
     return 'distill_loss' if name in (None, '<lambda>') else name
 
 def _check_schedule(schedule):
@@ -80,8 +83,20 @@ def _check_args(weight, schedule, on_nonfinite, **fns):
     for k,f in fns.items():
         if f is not None and not callable(f): raise TypeError(f"{k} must be a function, got {type(f).__name__}")
 
-def _terms(loss, student, teacher, adapters) -> list:
-    "Copies of the `DistillLoss` terms in `loss`, each with a unique name, its layers and its adapters setting"
+def _mix(t, names:list):
+    "The teachers term `t` reads: `'each'`, or `{name: weight}` with weights that sum to 1"
+    sel = names if t.teachers is None else [t.teachers] if isinstance(t.teachers, str) and t.teachers != 'each' else t.teachers
+    if sel == 'each': return sel
+    sel = {n: 1. for n in sel} if not isinstance(sel, dict) else sel
+    for n,w in sel.items():
+        if n not in names: raise ValueError(f"{t.name}: teachers names {n!r}, but the teachers are {names} ('each' for all, one by one)")
+        if not w >= 0: raise ValueError(f"{t.name}: teachers={t.teachers}: the weights must be >= 0")
+    total = sum(sel.values())
+    if not total > 0: raise ValueError(f"{t.name}: teachers={t.teachers} selects no teacher: give at least one positive weight")
+    return {n: w/total for n,w in sel.items()}
+
+def _terms(loss, student, teacher, adapters, teacher_names=('teacher',)) -> list:
+    "Copies of the `DistillLoss` terms in `loss`, each with a unique name, its layers, its adapters setting and its teachers"
     # copies: filling in names and layers must not change a term the user reuses elsewhere
     terms = [copy(l) if isinstance(l, DistillLoss) else DistillLoss(l) for l in (loss if isinstance(loss, (list, tuple)) else [loss])]
     if not terms: raise ValueError("loss is an empty list: give at least one loss function")
@@ -93,6 +108,7 @@ def _terms(loss, student, teacher, adapters) -> list:
             raise ValueError(f"loss {t.name} compares feature maps: pass activations_student and activations_teacher "
                              "(see `get_model_layers` and `match_feature_layers`)")
         if t.adapters is None: t.adapters = adapters
+        t.mix = _mix(t, list(teacher_names))
     return terms
 
 def _layer_lists(s, t):
@@ -141,6 +157,48 @@ def _as_teacher(teacher) -> nn.Module:
                         "it in eval mode, move it to the student's device and check that its weights never change")
     raise TypeError(msg)
 
+def _named(teacher) -> dict:
+    "The teachers by name: `{'teacher': teacher}` for one; for a list, names '0', '1', ...; a dict as it is"
+    if teacher is None: return {}
+    if isinstance(teacher, dict): return {str(k): _as_teacher(v) for k,v in teacher.items()}
+    if isinstance(teacher, (list, tuple)): return {str(i): _as_teacher(v) for i,v in enumerate(teacher)}
+    return {'teacher': _as_teacher(teacher)}
+
+def _check_fit(terms:list, learn):
+    "Refuse what cannot work with the student's training: adapters across processes, labels under MixUp/CutMix"
+    if num_distrib() > 1 or (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        if any(t.adapters for t in terms): raise NotImplementedError(
+            "adapters=True is not supported in distributed training: the connectors live outside "
+            "DistributedDataParallel, so their gradients would not be averaged across processes. "
+            "Use layers whose shapes match, or a relational loss (Similarity, PKT, RKD) that needs no adapter.")
+        for t in terms:
+            if isinstance(t.loss, nn.Module): raise NotImplementedError(
+                f"{t.name} has learned parts, which are not supported in distributed training: they live outside "
+                "DistributedDataParallel, so their gradients would not be averaged across processes.")
+    mix = [cb for cb in learn.cbs if isinstance(cb, MixHandler)]
+    for t in terms:
+        if mix and 'target' in t.uses: raise ValueError(
+            f"{t.name} uses the labels (`target`), but {type(mix[0]).__name__} mixes the images of each batch: fastai "
+            "leaves learn.yb as the base images' labels (or mixes one-hot labels), so this term would train composite "
+            "images on the wrong labels. Use a term that needs no labels (SoftTarget, DIST, ...) with the mixing "
+            "callback, or remove it.")
+
+def _by_teacher(outs:list, layers:dict) -> dict:
+    "The teachers' outputs by name, each as (prediction, {layer: map}), from the flat list of their pass; `layers`: each one's layers"
+    res,i = {},0
+    for n,ls in layers.items():
+        res[n] = outs[i],dict(zip(ls, outs[i+1:i+1+len(ls)]))
+        i += 1 + len(ls)
+    return res
+
+def _same_shapes(term:str, names, xs:list) -> list:
+    "`xs`, the outputs of the teachers `names` to average for `term`, after checking that their shapes agree"
+    shapes = [tuple(x.shape) for x in xs]
+    if len(set(shapes)) > 1: raise ValueError(
+        f"{term} averages the teachers {list(names)}, whose outputs have different shapes {shapes}: give the term "
+        "one teacher (DistillLoss(..., teachers='name')) or one value per teacher (teachers='each')")
+    return xs
+
 def _teacher_pred(out, pick:Callable|None=None) -> Tensor:
     "The prediction in the teacher's raw output `out`: `pick(out)`, or a tensor itself, a tuple's first item, a mapping's `logits`"
     if pick is not None: out = pick(out)
@@ -188,19 +246,21 @@ class _TeacherSession:
         if cb.teacher is None and cb.cache is None:
             raise RuntimeError("This KnowledgeDistillationCallback has no teacher: exported learners do not carry it. "
                                "Remove it with `learn.remove_cb(KnowledgeDistillationCallback)` or add a new one.")
-        student = {id(m) for m in _unwrap(learn.model).modules()}
-        self.modes = [(m, m.training) for m in (cb.teacher.modules() if cb.teacher is not None else [])]
+        student,self.teachers = {id(m) for m in _unwrap(learn.model).modules()},_named(cb.teacher)
+        self.modes = [(m, m.training) for t in self.teachers.values() for m in t.modules()]
         self.shared = [m for m,_ in self.modes if id(m) in student]
         for m,_ in self.modes: m.training = m.training if id(m) in student else False
-        self.device,target = (None,None) if cb.teacher is None else (_device(cb.teacher),_device(learn.model))
-        if self.device != target and None not in (self.device, target): cb.teacher.to(target)
-        self.dtype = None if cb.teacher is None else _float_dtype(cb.teacher)
+        target = _device(learn.model)
+        self.devices = {n: _device(t) for n,t in self.teachers.items()}
+        for n,t in self.teachers.items():
+            if self.devices[n] != target and None not in (self.devices[n], target): t.to(target)
+        self.dtypes = {n: _float_dtype(t) for n,t in self.teachers.items()}
         self.mods_s = [_find_layer(learn.model, n, 'student') for n in cb._names_s]
-        self.mods_t = [] if cb.teacher is None else [_find_layer(cb.teacher, n, 'teacher') for n in cb._names_t]
+        self.mods_t = {n: [_find_layer(t, l, 'teacher') for l in cb._layers_t[n]] for n,t in self.teachers.items()}
         for m in cb.learned: m.to(target).train(learn.training)
         self.opt,self.params = (getattr(learn, 'opt', None) if learn.training else None),[]
         self.sync_params()
-        if cb.cache is not None: cb.cache.watch(cb.teacher)
+        if cb.cache is not None: cb.cache.watch(nn.ModuleList(self.teachers.values()) if self.teachers else None)
         self.entered = True
         return self
 
@@ -210,7 +270,8 @@ class _TeacherSession:
         if not self.entered: return
         self.entered = False
         for m,mode in self.modes: m.training = mode
-        if self.device is not None and _device(self.cb.teacher) != self.device: self.cb.teacher.to(self.device)
+        for n,t in self.teachers.items():
+            if self.devices[n] is not None and _device(t) != self.devices[n]: t.to(self.devices[n])
         if self.opt is not None:
             ids = {id(p) for p in self.params}
             _opt_params(self.opt)[:] = [p for p in _opt_params(self.opt) if id(p) not in ids]
@@ -250,28 +311,33 @@ class _TeacherSession:
 
     def teacher_outputs(self, xb) -> tuple:
         "The teacher's outputs for batch `xb`: those of the pass made before the student's forward, or a pass now"
-        if self.early is not None and self.early[0] is xb: return self.early[1]
+        if self.early is not None and _is_batch(self.early[0], xb): return self.early[1]
         return self.outputs(xb)
 
     def outputs(self, xb) -> tuple:
         "The teacher's prediction and hooked maps for `xb` (from the cache where it can), and whether they are all finite"
         cb = self.cb
-        xb = tuplify(cb.teacher_tfm(*xb)) if cb.teacher_tfm else xb
-        if self.dtype is not None: xb = [x.to(self.dtype) if isinstance(x, Tensor) and x.is_floating_point() else x for x in xb]
+        if cb.teacher_tfm:
+            xb = tuplify(cb.teacher_tfm(*xb))
+            if not all(isinstance(x, Tensor) for x in xb): raise TypeError(
+                f"teacher_tfm returned {[type(x).__name__ for x in xb]}: it must return the teacher's input as a tensor or a tuple of tensors")
         # without the teacher (`teacher=None`), the store must hold every item: it raises for the missing ones
         outs = cb.cache(xb, self._forward if cb.teacher is not None else None) if cb.cache is not None else self._forward(xb)
         # the sums for the NaN check, taken while the maps are still in the CPU's caches
         return outs,_sums_finite(outs)
 
     def _forward(self, xb) -> list:
-        "One inference pass of the teacher on `xb`, without autograd: its prediction, then the listed layers' maps"
-        modes = [m.training for m in self.shared]
+        "One inference pass of each teacher on `xb`, without autograd: its prediction, then its listed layers' maps"
+        modes,outs = [m.training for m in self.shared],[]
         try:
             for m in self.shared: m.training = False
-            with Hooks(self.mods_t, _out) as hooks, torch.no_grad(): pred = _teacher_pred(self.cb.teacher(*xb), self.cb.teacher_output)
+            for n,t in self.teachers.items():
+                x = [o.to(self.dtypes[n]) if self.dtypes[n] and isinstance(o, Tensor) and o.is_floating_point() else o for o in xb]
+                with Hooks(self.mods_t[n], _out) as hooks, torch.no_grad(): outs.append(_teacher_pred(t(*x), self.cb.teacher_output))
+                outs += hooks.stored
         finally:
             for m,mode in zip(self.shared, modes): m.training = mode
-        return [pred, *hooks.stored]
+        return outs
 
 # %% ../../nbs/distill/distillation_callback.ipynb #bd6ed0cd
 class KnowledgeDistillationCallback(Callback):
@@ -283,9 +349,10 @@ class KnowledgeDistillationCallback(Callback):
     outermost one, never another callback's."""
     # `after_loss` must run before `GradientAccumulation` rescales the loss, and inside `MixedPrecision`'s autocast
     order,remove_on_fetch = GradientAccumulation.order - 1,True
-    _stateattrs = ('teacher', 'loss', 'cache', 'connectors', 'session', '_cols', '_sums', '_scales', '_guard')  # never pickled
+    # never pickled: the teacher, the learned parts and functions given (often lambdas) stay out of `learn.export()`
+    _stateattrs = ('teacher', 'loss', 'teacher_output', 'teacher_tfm', 'cache', 'connectors', 'session', '_cols', '_sums', '_scales', '_guard')
     def __init__(self,
-                 teacher: nn.Module | Learner,                        # Teacher model, or a `Learner` whose model is the teacher
+                 teacher: nn.Module | Learner | list | dict,          # Teacher model, or a `Learner` whose model is the teacher; or a list or dict of them
                  loss: Callable | list,                               # Distillation loss function, or a list of them / of `DistillLoss`
                  activations_student: str | list[str] | None = None,  # Student activation layers to match
                  activations_teacher: str | list[str] | None = None,  # Teacher activation layers to match
@@ -300,16 +367,21 @@ class KnowledgeDistillationCallback(Callback):
                  teacher_output: Callable | None = None,              # Picks the prediction in the teacher's raw output (default: see above)
                  teacher_tfm: Callable | None = None,                 # `teacher_tfm(*xb)`: the teacher's own input, e.g. another resolution
     ):
-        teacher = None if teacher is None and store is not None else _as_teacher(teacher)
+        teachers = {} if teacher is None and store is not None else _named(teacher)
+        if not teachers and store is None: raise ValueError("teacher is an empty list: give at least one teacher")
+        teacher = teachers['teacher'] if list(teachers) == ['teacher'] else teachers or None
         if store is not None and cache_mb: raise ValueError("Give cache_mb (teacher outputs in memory) or store (on disk), not both")
         _check_args(weight, schedule, on_nonfinite, teacher_output=teacher_output, teacher_tfm=teacher_tfm)
         store_attr('teacher,loss,weight,schedule,valid_distill,adapters,on_nonfinite,log_terms,teacher_output,teacher_tfm', store_args=False)
         self.run_valid = valid_distill  # nothing to do per batch in validation otherwise: let fastai skip those events
         self.activations_student,self.activations_teacher = _layer_lists(activations_student, activations_teacher)
-        self._terms = _terms(loss, self.activations_student, self.activations_teacher, adapters)
+        self._terms = _terms(loss, self.activations_student, self.activations_teacher, adapters, list(teachers) or ['teacher'])
         self._names_s = list(dict.fromkeys(s for t in self._terms for s in t.student or []))
-        self._names_t = list(dict.fromkeys(n for t in self._terms for n in t.teacher or []))
-        for n in self._names_t if teacher is not None else []: _find_layer(teacher, n, 'teacher')
+        # each teacher's layers: those of the terms that read it
+        self._layers_t = {n: list(dict.fromkeys(l for t in self._terms if t.mix == 'each' or n in t.mix for l in t.teacher or []))
+                          for n in list(teachers) or ['teacher']}
+        for n,m in teachers.items():
+            for l in self._layers_t[n]: _find_layer(m, l, 'teacher')
         self.cache = TeacherCache(cache_mb) if cache_mb else store
         self.current_weight,self.n_skipped,self.connectors = weight,0,nn.ModuleDict()
         self._init_state()
@@ -321,7 +393,7 @@ class KnowledgeDistillationCallback(Callback):
         "Check the student and the other callbacks, guard the epochs, add the loss columns"
         self._end()  # anything left by a fit that raised outside its epochs
         for n in self._names_s: _find_layer(self.learn.model, n, 'student')
-        self._check_callbacks()
+        _check_fit(self._terms, self.learn)
         self.n_skipped,self.session = 0,_TeacherSession(self)
         do_epoch = self.learn._do_epoch
         def _guard():
@@ -334,7 +406,8 @@ class KnowledgeDistillationCallback(Callback):
         self.learn._do_epoch,self._guard = _guard,(_guard, self.learn.__dict__.get('_do_epoch'))
         # `validate` and `get_preds` run `before_fit` too, without logging: no columns there
         if self.log_terms and self.learn.logger is not noop:
-            names = ['task_loss'] + [t.name for t in self._terms] + (['cache_hit_rate'] if self.cache is not None else [])
+            each = lambda t: [f"{t.name}[{n}]" for n in self._layers_t] if t.mix == 'each' and len(self._layers_t) > 1 else [t.name]
+            names = ['task_loss'] + [c for t in self._terms for c in each(t)] + (['cache_hit_rate'] if self.cache is not None else [])
             self._cols = [ValueMetric(partial(self._col, i), n) for i,n in enumerate(names)]
             self.learn.metrics = self.learn.metrics + self._cols
 
@@ -366,16 +439,15 @@ class KnowledgeDistillationCallback(Callback):
         outs,finite = self.session.teacher_outputs(self.xb)
         self.session.disarm()
         if not self._finite(outs, finite): return
-        fm_t = dict(zip(self._names_t, outs[1:]))
-        parts = [t.loss(pred=self.pred, teacher_pred=outs[0], fm_s=s, fm_t=m, target=self.yb[0] if len(self.yb) == 1 else self.yb)
-                 for t in self._terms for s,m in [self._maps(t, fm_s, fm_t)]]
+        by_t = _by_teacher(outs, self._layers_t)
+        parts = [self._term(t, fm_s, by_t) for t in self._terms]  # a list per term: one value per teacher with teachers='each'
         self.session.sync_params()  # adapters and learned losses built on this batch train from this step on
         task = self.learn.loss_grad
-        distill = sum(w*p for w,p in zip(self._scales or [t.scale(1.) for t in self._terms], parts))  # `validate()` outside a fit: the final scales
+        distill = sum(w*sum(v)/len(v) for w,v in zip(self._scales or [t.scale(1.) for t in self._terms], parts))  # `validate()` outside a fit: the final scales
         self.learn.loss_grad = torch.lerp(task, distill.to(task.dtype), self.current_weight)
         self.learn.loss = self.learn.loss_grad.detach().clone()
         if self.training and self._cols:
-            row = torch.stack([torch.ones_like(task, dtype=torch.float), task.detach().float(), *[p.detach().float() for p in parts]])
+            row = torch.stack([torch.ones_like(task, dtype=torch.float), task.detach().float(), *[p.detach().float() for v in parts for p in v]])
             self._sums = row if self._sums is None else self._sums + row  # batch count, then the sums of the columns
 
     def after_batch(self): self.session.disarm()
@@ -400,37 +472,29 @@ class KnowledgeDistillationCallback(Callback):
         if self._cols and learn is not None: learn.metrics = [m for m in learn.metrics if m not in self._cols]
         self._guard = self._cols = None
 
-    def _check_callbacks(self):
-        "Refuse what cannot work with the student's training: adapters across processes, labels under MixUp/CutMix"
-        if num_distrib() > 1 or (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-            if any(t.adapters for t in self._terms): raise NotImplementedError(
-                "adapters=True is not supported in distributed training: the connectors live outside "
-                "DistributedDataParallel, so their gradients would not be averaged across processes. "
-                "Use layers whose shapes match, or a relational loss (Similarity, PKT, RKD) that needs no adapter.")
-            for t in self._terms:
-                if isinstance(t.loss, nn.Module): raise NotImplementedError(
-                    f"{t.name} has learned parts, which are not supported in distributed training: they live outside "
-                    "DistributedDataParallel, so their gradients would not be averaged across processes.")
-        mix = [cb for cb in self.learn.cbs if isinstance(cb, MixHandler)]
-        for t in self._terms:
-            if mix and 'target' in t.uses: raise ValueError(
-                f"{t.name} uses the labels (`target`), but {type(mix[0]).__name__} mixes the images of each batch: fastai "
-                "leaves learn.yb as the base images' labels (or mixes one-hot labels), so this term would train composite "
-                "images on the wrong labels. Use a term that needs no labels (SoftTarget, DIST, ...) with the mixing "
-                "callback, or remove it.")
-
     @property
     def learned(self) -> list:
         "The modules the callback trains with the student and keeps out of it: the adapters, and losses that are `nn.Module`s"
         return [*(self.connectors or {}).values(), *(t.loss for t in self._terms if isinstance(t.loss, nn.Module))]
 
-    def _maps(self, term:DistillLoss, fm_s:dict, fm_t:dict):
-        "The pairs of maps `term` compares, in its listing order, through the adapters if it has them"
+    def _term(self, t:DistillLoss, fm_s:dict, by_t:dict) -> list:
+        "The values of term `t`: one on its teachers' (weighted) average, or one per teacher with `teachers='each'`"
+        target = self.yb[0] if len(self.yb) == 1 else self.yb
+        def _call(pred_t, fm_t, n):
+            s,m = self._maps(t, fm_s, fm_t, n)
+            return t.loss(pred=self.pred, teacher_pred=pred_t, fm_s=s, fm_t=m, target=target)
+        if t.mix == 'each': return [_call(*by_t[n], n) for n in by_t]
+        if len(t.mix) == 1: return [_call(*by_t[next(iter(t.mix))], None)]
+        avg = lambda xs: sum(w*x for w,x in zip(t.mix.values(), _same_shapes(t.name, t.mix, xs)))
+        return [_call(avg([by_t[n][0] for n in t.mix]), {l: avg([by_t[n][1][l] for n in t.mix]) for l in t.teacher or []}, None)]
+
+    def _maps(self, term:DistillLoss, fm_s:dict, fm_t:dict, teacher:str|None=None):
+        "The pairs of maps `term` compares, in its listing order, through the adapters if it has them (one set per teacher)"
         if not term.student: return {},{}
         s,t = {n: fm_s[n] for n in term.student},{n: fm_t[n] for n in term.teacher}
         if not term.adapters: return s,t
         for ns,nt in zip(term.student, term.teacher):
-            key = f"{ns}->{nt}".replace('.', '_')
+            key = f"{ns}->{nt}".replace('.', '_') + ('' if teacher is None or len(self._layers_t) == 1 else f"@{teacher}")
             if key not in self.connectors:
                 conn = _connector(s[ns], t[nt])
                 if conn is None: continue

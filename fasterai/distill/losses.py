@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['SoftTarget', 'Logits', 'Mutual', 'DecoupledKD', 'DIST', 'Attention', 'ActivationBoundaries', 'FitNet', 'Similarity',
-           'PKT', 'RKD']
+__all__ = ['SoftTarget', 'Logits', 'Mutual', 'DecoupledKD', 'DIST', 'ChannelWise', 'Attention', 'NST', 'ActivationBoundaries',
+           'FitNet', 'FSP', 'ChannelWiseFeatures', 'SRD', 'Similarity', 'PKT', 'RKD', 'CC', 'VID', 'OFD', 'ReviewKD',
+           'CRD', 'ContentKeys']
 
 # %% ../../nbs/distill/losses.ipynb #1209fc22
 _LOSS_KWARGS = ('pred', 'teacher_pred', 'fm_s', 'fm_t', 'target')
@@ -113,13 +114,24 @@ def _kl(logp_s:Tensor, logp_t:Tensor) -> Tensor:
     "KL(teacher || student) between rows of log-probabilities, summed over classes and averaged over rows"
     return F.kl_div(logp_s, logp_t, log_target=True, reduction='batchmean')
 
+def _zscore(z:Tensor, eps:float=1e-7) -> Tensor:
+    "Each row of `z` minus its mean, divided by `eps` plus its standard deviation (unbiased, as in Sun et al.'s code)"
+    c = z - z.mean(1, keepdim=True)
+    var = c.pow(2).sum(1, keepdim=True) / max(z.shape[1] - 1, 1)
+    return c / (eps + var.clamp_min(1e-30).sqrt())  # the clamp keeps the gradient finite for a row of equal logits
+
+def _standardised(s:Tensor, t:Tensor, on:bool) -> tuple[Tensor, Tensor]:
+    "Rows of student and teacher logits, z-scored if `on` (`logit_stand=True`)"
+    return (_zscore(s), _zscore(t)) if on else (s, t)
+
 @_fp32
-def SoftTarget(pred:Tensor,          # Student logits, (batch, classes, ...)
-               teacher_pred:Tensor,  # Teacher logits, same shape
-               T:float=5,            # Temperature that softens both distributions
+def SoftTarget(pred:Tensor,             # Student logits, (batch, classes, ...)
+               teacher_pred:Tensor,     # Teacher logits, same shape
+               T:float=5,               # Temperature that softens both distributions
+               logit_stand:bool=False,  # Z-score each item's logits before the temperature (Sun et al., 2024)
                **kwargs):
     "KL divergence between the temperature-softened outputs, times `T**2` (Hinton et al., 2015)"
-    s,t = _outputs(pred, teacher_pred, 'SoftTarget')
+    s,t = _standardised(*_outputs(pred, teacher_pred, 'SoftTarget'), logit_stand)
     return _kl(F.log_softmax(s/T, dim=1), F.log_softmax(t/T, dim=1)) * T*T
 
 # %% ../../nbs/distill/losses.ipynb #282b9f89
@@ -133,11 +145,12 @@ def Logits(pred:Tensor,          # Student logits
 
 # %% ../../nbs/distill/losses.ipynb #2b11ae19
 @_fp32
-def Mutual(pred:Tensor,          # Student logits, (batch, classes, ...)
-           teacher_pred:Tensor,  # Teacher (or peer) logits, same shape
+def Mutual(pred:Tensor,             # Student logits, (batch, classes, ...)
+           teacher_pred:Tensor,     # Teacher (or peer) logits, same shape
+           logit_stand:bool=False,  # Z-score each item's logits first (Sun et al., 2024)
            **kwargs):
     "KL divergence between the teacher's and the student's predicted distributions (Zhang et al., 2018)"
-    s,t = _outputs(pred, teacher_pred, 'Mutual')
+    s,t = _standardised(*_outputs(pred, teacher_pred, 'Mutual'), logit_stand)
     return _kl(F.log_softmax(s, dim=1), F.log_softmax(t, dim=1))
 
 # %% ../../nbs/distill/losses.ipynb #4e615f81
@@ -174,10 +187,12 @@ def DecoupledKD(pred:Tensor,                 # Student logits, (batch, classes, 
                 beta:float=8.,               # Weight of the non-target-class term (NCKD)
                 target:Tensor|None=None,     # Class labels; negative labels use the teacher's predicted class
                 normalize:bool=False,        # Softmax over the C-1 non-target logits only (NKD-style), instead of masking
+                logit_stand:bool=False,      # Z-score each item's logits before the temperature (Sun et al., 2024)
                 **kwargs):
     "`alpha*TCKD + beta*NCKD`, times `T**2`: target and non-target knowledge weighted apart (Zhao et al., 2022)"
     s,t = _outputs(pred, teacher_pred, 'DecoupledKD')
     y = _labels(target, t, 'DecoupledKD')
+    s,t = _standardised(s, t, logit_stand)
     if s.shape[1] == 1: return (s*0).sum()  # one class: both distributions are certain
     mask = F.one_hot(y, s.shape[1]).bool()
     s,t = s/T,t/T
@@ -191,18 +206,36 @@ def _pearson(a:Tensor, b:Tensor, eps:float=1e-8) -> Tensor:
     return F.cosine_similarity(a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True), dim=1, eps=eps)
 
 @_fp32
-def DIST(pred:Tensor,          # Student logits, (batch, classes, ...)
-         teacher_pred:Tensor,  # Teacher logits, same shape
-         beta:float=1.,        # Weight of the inter-class term (correlation across classes, per item)
-         gamma:float=1.,       # Weight of the intra-class term (correlation across the batch, per class)
-         T:float=1.,           # Temperature
+def DIST(pred:Tensor,             # Student logits, (batch, classes, ...)
+         teacher_pred:Tensor,     # Teacher logits, same shape
+         beta:float=1.,           # Weight of the inter-class term (correlation across classes, per item)
+         gamma:float=1.,          # Weight of the intra-class term (correlation across the batch, per class)
+         T:float=1.,              # Temperature
+         logit_stand:bool=False,  # Z-score each item's logits before the temperature (Sun et al., 2024)
          **kwargs):
     "One minus the Pearson correlation of the predictions, across classes and across the batch (Huang et al., 2022)"
-    s,t = _outputs(pred, teacher_pred, 'DIST')
+    s,t = _standardised(*_outputs(pred, teacher_pred, 'DIST'), logit_stand)
     ys,yt = F.softmax(s/T, dim=1),F.softmax(t/T, dim=1)
     inter = 1 - _pearson(ys, yt).mean()
     intra = 1 - _pearson(ys.T, yt.T).mean()
     return T*T * (beta*inter + gamma*intra)
+
+# %% ../../nbs/distill/losses.ipynb #a5dd3c8a
+def _channel_kl(s:Tensor, t:Tensor, T:float) -> Tensor:
+    "KL(teacher || student) between each channel's softmax over positions at temperature `T`, averaged over channels and items, times `T**2`"
+    s,t = s.flatten(2).flatten(0, 1),t.flatten(2).flatten(0, 1)  # one row per (item, channel)
+    return _kl(F.log_softmax(s/T, dim=1), F.log_softmax(t/T, dim=1)) * T*T
+
+@_fp32
+def ChannelWise(pred:Tensor,          # Student output maps, (batch, channels, height, width)
+                teacher_pred:Tensor,  # Teacher output maps, same shape
+                T:float=1.,           # Temperature of the softmax over positions
+                **kwargs):
+    "KL divergence between each output channel's distributions over positions, times `T**2` (Shu et al., 2021)"
+    s,t = _outputs(pred, teacher_pred, 'ChannelWise', rows=False)
+    if s.ndim < 3: raise ValueError(f"ChannelWise needs dense outputs (batch, channels, height, width), got {tuple(s.shape)}: "
+                                    "for class scores use SoftTarget")
+    return _channel_kl(s, t, T)
 
 # %% ../../nbs/distill/losses.ipynb #5c39f4ee
 def _items_per_slice(f:Tensor) -> int:
@@ -236,6 +269,22 @@ def Attention(fm_s:dict,   # Student feature maps, name -> (batch, channels, hei
     "MSE between L2-normalised spatial attention maps, summed over the pairs (Zagoruyko & Komodakis, 2017)"
     return sum(F.mse_loss(_attention_map(s, p), _attention_map(t, p)) for s,t in _pairs(fm_s, fm_t, 'Attention', 'spatial', min_ndim=3))
 
+# %% ../../nbs/distill/losses.ipynb #9ea1c762
+def _poly_mmd(s:Tensor, t:Tensor, d:int, c:float) -> Tensor:
+    "Squared MMD between the unit-norm channel maps of `s` and of `t`, item by item, with the kernel `(x·y + c)**d`, averaged over items"
+    s,t = F.normalize(s.flatten(2), dim=2),F.normalize(t.flatten(2), dim=2)
+    def k(a, b): return (a @ b.transpose(1, 2) + c).pow(d).mean((1, 2))
+    return (k(s, s) + k(t, t) - 2*k(s, t)).mean()
+
+@_fp32
+def NST(fm_s:dict,   # Student feature maps, name -> (batch, channels, height, width)
+        fm_t:dict,   # Teacher feature maps with the same batch and spatial sizes, in the same order
+        d:int=2,     # Degree of the polynomial kernel
+        c:float=0.,  # Constant of the polynomial kernel
+        **kwargs):
+    "Squared MMD between the student's and the teacher's channel maps, with a polynomial kernel, summed over pairs (Huang & Wang, 2017)"
+    return sum(_poly_mmd(s, t, d, c) for s,t in _pairs(fm_s, fm_t, 'NST', 'spatial', min_ndim=3))
+
 # %% ../../nbs/distill/losses.ipynb #0d0831d9
 @_fp32
 def ActivationBoundaries(fm_s:dict,  # Student pre-activation maps, name -> tensor
@@ -253,6 +302,110 @@ def FitNet(fm_s:dict,  # Student feature maps, name -> tensor
            **kwargs):
     "Mean squared error between student and teacher feature maps, summed over pairs (Romero et al., 2015)"
     return sum(F.mse_loss(s, t) for s,t in _pairs(fm_s, fm_t, 'FitNet'))
+
+# %% ../../nbs/distill/losses.ipynb #e11d1d35
+def _fsp(a:Tensor, b:Tensor) -> Tensor:
+    "FSP matrices of maps `a` and `b` of one spatial size: inner products between their channels over the positions, divided by their number"
+    a,b = a.flatten(2),b.flatten(2)
+    return a @ b.transpose(1, 2) / a.shape[2]
+
+@_fp32
+def FSP(fm_s:dict,  # Student feature maps, name -> (batch, channels, height, width), read two by two
+        fm_t:dict,  # Teacher feature maps in the same order: the i-th pair of layers gives the i-th matrix
+        **kwargs):
+    "Squared distance between the student's and the teacher's FSP matrices of consecutive pairs of layers, averaged over items (Yim et al., 2017)"
+    maps = _pairs(fm_s, fm_t, 'FSP', 'batch', min_ndim=3)
+    ns,nt = list(fm_s),list(fm_t)
+    if len(maps) % 2:
+        raise ValueError(f"FSP reads its layers two by two, one matrix for each pair, but got {len(maps)} student layers {ns}: "
+                         "list an even number, e.g. the first and the last layer of each stage")
+    total = 0.
+    for i in range(0, len(maps), 2):
+        (s1,t1),(s2,t2) = maps[i],maps[i+1]
+        for role,names,a,b in (('student', ns, s1, s2), ('teacher', nt, t1, t2)):
+            if a.shape[2:] != b.shape[2:]:
+                raise ValueError(f"FSP: {role} layers {names[i]!r} {tuple(a.shape)} and {names[i+1]!r} {tuple(b.shape)} form a pair, so they "
+                                 "need the same spatial size: pair layers of one resolution, such as the first and the last map of a stage")
+        gs,gt = _fsp(s1, s2),_fsp(t1, t2)
+        if gs.shape != gt.shape:
+            raise ValueError(f"FSP: the student's layers ({ns[i]!r}, {ns[i+1]!r}) give a {gs.shape[1]}×{gs.shape[2]} matrix but the teacher's "
+                             f"({nt[i]!r}, {nt[i+1]!r}) a {gt.shape[1]}×{gt.shape[2]} one: pair layers with the same numbers of channels, "
+                             "or use adapters (`adapters=True`)")
+        total = total + (gs - gt).pow(2).sum((1, 2)).mean()
+    return total
+
+# %% ../../nbs/distill/losses.ipynb #374aba0d
+@_fp32
+def ChannelWiseFeatures(fm_s:dict,   # Student feature maps, name -> (batch, channels, height, width)
+                        fm_t:dict,   # Teacher feature maps of the same shapes, in the same order
+                        T:float=1.,  # Temperature of the softmax over positions
+                        **kwargs):
+    "KL divergence between each channel's distributions over positions, times `T**2`, summed over pairs (Shu et al., 2021)"
+    return sum(_channel_kl(s, t, T) for s,t in _pairs(fm_s, fm_t, 'ChannelWiseFeatures', min_ndim=3))
+
+# %% ../../nbs/distill/losses.ipynb #65154ccc
+def _srd_connector(s:Tensor, t:Tensor) -> nn.Module:
+    "The authors' connector from the student's features `s` to the teacher's width: a 1×1 convolution (or linear layer), BatchNorm, ReLU"
+    if s.ndim == t.ndim == 4: return nn.Sequential(nn.Conv2d(s.shape[1], t.shape[1], 1, bias=False), nn.BatchNorm2d(t.shape[1]), nn.ReLU())
+    if s.ndim == t.ndim == 2: return nn.Sequential(nn.Linear(s.shape[1], t.shape[1], bias=False), nn.BatchNorm1d(t.shape[1]), nn.ReLU())
+    raise ValueError(f"SRD connects 2-D features to 2-D features or 4-D maps to 4-D maps, not {tuple(s.shape)} to {tuple(t.shape)}: "
+                     "list the layers whose outputs feed the classifiers (the pooled features, or the last maps before the pooling)")
+
+def _pooled(f:Tensor) -> Tensor:
+    "Features averaged over their positions, if they have any"
+    return f.flatten(2).mean(2) if f.ndim > 2 else f
+
+class SRD(nn.Module):
+    "Softmax regression representation learning: the student's features through the teacher's frozen classifier (Yang et al., 2021)"
+    __name__ = 'SRD'  # the callback's column name
+    def __init__(self,
+                 head:nn.Module,             # The teacher's classifier, from the listed teacher layer to its logits; never trained
+                 w_feat:float=1.,            # Weight of the feature term
+                 w_logits:float=1.,          # Weight of the softmax-regression term, on the logits
+                 connector:bool|None=None):  # Learn a connector: `None` where the widths differ, `True` always (as the authors' code)
+        super().__init__()
+        if not isinstance(head, nn.Module):
+            raise TypeError(f"SRD needs head, the teacher's classifier as an nn.Module (such as `teacher.fc`), got {type(head).__name__}")
+        self.heads = (head,)  # in a tuple, so that it is no submodule: not trained, moved or saved with this loss
+        self.w_feat,self.w_logits,self.use_connector = w_feat,w_logits,connector
+        self.connector,self.checked = None,False
+
+    def through_head(self, x:Tensor) -> Tensor:
+        "The teacher's head on `x`, in float32 with detached parameters: the gradient reaches `x`, never the head"
+        h = self.heads[0]
+        state = {n: _up(p.detach()) for n,p in h.named_parameters()}
+        state |= {n: _up(b).clone() if b.is_floating_point() else b.clone() for n,b in h.named_buffers()}  # a BatchNorm in train mode updates copies
+        return _up(torch.func.functional_call(h, state, (x,)))
+
+    @_fp32
+    def forward(self,
+                fm_s:dict,            # The student's penultimate features: one layer, name -> tensor
+                fm_t:dict,            # The teacher's penultimate features, the input of `head`: one layer
+                teacher_pred:Tensor,  # The teacher's logits
+                **kwargs):
+        "`w_feat` times the MSE between the features, plus `w_logits` times the MSE between the head's logits on the student's features and the teacher's"
+        maps = _pairs(fm_s, fm_t, 'SRD', 'batch')
+        if len(maps) != 1:
+            raise ValueError(f"SRD compares one pair of layers, the student's and the teacher's penultimate features (the input of `head`), "
+                             f"but got {len(maps)}: {list(fm_s)} and {list(fm_t)}")
+        (s,t), = maps
+        if not isinstance(teacher_pred, Tensor): raise TypeError(f"SRD: the teacher's prediction is a {type(teacher_pred).__name__}, not a tensor")
+        tp = _up(teacher_pred.detach())
+        if not self.checked: self._check(t, tp, *fm_t)
+        if self.connector is None:
+            needed = self.use_connector or (self.use_connector is None and s.shape[1] != t.shape[1]) or s.ndim != t.ndim
+            self.connector = (_srd_connector(s, t) if needed else nn.Identity()).to(s.device).train(self.training)
+        s = self.connector(s)
+        return self.w_feat * F.mse_loss(_pooled(s), _pooled(t)) + self.w_logits * F.mse_loss(self.through_head(s), tp)
+
+    def _check(self, t:Tensor, tp:Tensor, name:str):
+        "Check, once, that the head applied to the teacher's own features gives the teacher's prediction"
+        with torch.no_grad(): out = self.through_head(t)
+        if out.shape != tp.shape or not torch.allclose(out, tp, rtol=0, atol=0.05 * (1 + tp.abs().max().item())):
+            got = f"{tuple(out.shape)}, not {tuple(tp.shape)}" if out.shape != tp.shape else f"values up to {(out - tp).abs().max().item():.3g} away"
+            raise ValueError(f"SRD: the head applied to the teacher's layer {name!r} does not give the teacher's prediction ({got}): pass as "
+                             "head the part of the teacher that maps that layer's output to its logits, in eval mode")
+        self.checked = True
 
 # %% ../../nbs/distill/losses.ipynb #55c25d71
 def _similarity(f:Tensor, p:float) -> Tensor:
@@ -313,3 +466,360 @@ def RKD(fm_s:dict,           # Student features, name -> tensor (flattened per i
         s,t = s.flatten(1),t.flatten(1)
         return w_dist * F.smooth_l1_loss(_distances(s), _distances(t)) + w_angle * F.smooth_l1_loss(_angles(s), _angles(t))
     return sum(_rkd(s, t) for s,t in _pairs(fm_s, fm_t, 'RKD', 'batch'))
+
+# %% ../../nbs/distill/losses.ipynb #c946bae1
+def _rbf_taylor(f:Tensor, gamma:float, p:int) -> Tensor:
+    "Gaussian-RBF kernel between the L2-normalised items of `f`, from its Taylor series up to order `p`"
+    f = F.normalize(f.flatten(1), dim=1)
+    g = f @ f.T
+    term = total = torch.ones_like(g)
+    for k in range(1, p + 1):
+        term = term * g * (2*gamma / k)  # (2γ)^k g^k / k!
+        total = total + term
+    return total * g.new_tensor(-2*gamma).exp()
+
+@_fp32
+def CC(fm_s:dict,         # Student embeddings, name -> tensor (flattened per item)
+       fm_t:dict,         # Teacher embeddings with the same batch size, in the same order
+       gamma:float=0.4,   # Width of the Gaussian RBF kernel
+       p:int=2,           # Order of its Taylor series
+       **kwargs):
+    "MSE between the batch's Gaussian-RBF correlation matrices of the student and the teacher, summed over pairs (Peng et al., 2019)"
+    if p < 1: raise ValueError(f"CC: p={p}, but the Taylor series needs an order p >= 1 for the kernel to depend on the items")
+    return sum(F.mse_loss(_rbf_taylor(s, gamma, p), _rbf_taylor(t, gamma, p)) for s,t in _pairs(fm_s, fm_t, 'CC', 'batch'))
+
+# %% ../../nbs/distill/losses.ipynb #3b94a6ef
+import math
+from fastcore.basics import store_attr, listify
+from fastai.callback.core import Callback
+from .cache import TeacherCache
+
+# %% ../../nbs/distill/losses.ipynb #afa4148f
+class _LearnedLoss(nn.Module):
+    "A loss with learned parts, built on its first call from the shapes of the maps it sees"
+    def __init__(self):
+        super().__init__()
+        self.__name__ = type(self).__name__  # the callback names the term's progress-table column after it
+
+    def _place(self, m:nn.Module, like:Tensor) -> nn.Module:
+        "`m` on the device and in the dtype of `like`, in this loss's train/eval mode"
+        return m.to(like.device, like.dtype).train(self.training)
+
+def _named_pairs(fm_s:dict, fm_t:dict, loss:str, same:str, min_ndim:int=2) -> list:
+    "`_pairs` with the layers' names: `(student name, teacher name, s, t)` for each pair"
+    return [(ns, nt, s, t) for (ns,nt),(s,t) in zip(zip(fm_s, fm_t), _pairs(fm_s, fm_t, loss, same, min_ndim))]
+
+def _as_4d(f:Tensor, loss:str, role:str, name:str) -> Tensor:
+    "A `(batch, features)` vector as a `(batch, features, 1, 1)` map; 4-D maps as they are"
+    if f.ndim == 2: return f[:, :, None, None]
+    if f.ndim == 4: return f
+    raise ValueError(f"{loss}: {role} layer {name!r} gives {tuple(f.shape)}, but {loss} takes maps (batch, channels, height, "
+                     "width) or vectors (batch, features)")
+
+def _check_bn_batch(f:Tensor, training:bool, loss:str, name:str):
+    "Refuse a student map that a learned BatchNorm cannot normalise in training: one value per channel"
+    if training and f.shape[0] * math.prod(f.shape[2:]) < 2:
+        raise ValueError(f"{loss}: student layer {name!r} gives {tuple(f.shape)}, one value per channel, but the BatchNorm of "
+                         f"{loss}'s learned part needs more than one in training: use batches of 2 items or more")
+
+# %% ../../nbs/distill/losses.ipynb #9a7d4a6b
+class VID(_LearnedLoss):
+    "Negative log-likelihood of the teacher's maps under Gaussians predicted from the student's; as the authors' code, averaged, without the constant (Ahn et al., 2019)"
+    def __init__(self,
+                 mid_channels:int|None=None,  # Width of the regressor's hidden 1x1 convolutions (default: the teacher map's channels)
+                 init_var:float=5.,           # Initial variance of every teacher channel
+                 eps:float=1e-5):             # Lower bound of the variances
+        super().__init__()
+        store_attr()
+        self.regressors,self.log_scales = nn.ModuleList(),nn.ParameterList()
+
+    def _build(self, pairs):
+        "One regressor and one vector of variances per pair of maps"
+        alpha = math.log(math.expm1(self.init_var - self.eps))  # softplus(alpha) + eps = init_var
+        for _,_,s,t in pairs:
+            cs,ct = s.shape[1],t.shape[1]
+            cm = self.mid_channels or ct
+            reg = nn.Sequential(nn.Conv2d(cs, cm, 1, bias=False), nn.ReLU(), nn.Conv2d(cm, cm, 1, bias=False), nn.ReLU(),
+                                nn.Conv2d(cm, ct, 1, bias=False))
+            self.regressors.append(self._place(reg, s))
+            self.log_scales.append(nn.Parameter(torch.full((ct,), alpha, dtype=s.dtype, device=s.device)))
+
+    @_fp32
+    def forward(self,
+                fm_s:dict,  # Student maps, name -> (batch, channels, height, width) or (batch, features)
+                fm_t:dict,  # Teacher maps with the same batch size, in the same order
+                **kwargs):
+        pairs = [(ns, nt, _as_4d(s, 'VID', 'student', ns), _as_4d(t, 'VID', 'teacher', nt))
+                 for ns,nt,s,t in _named_pairs(fm_s, fm_t, 'VID', 'batch')]
+        if not len(self.regressors): self._build(pairs)
+        if len(pairs) != len(self.regressors):
+            raise ValueError(f"VID was built for {len(self.regressors)} pairs of layers but got {len(pairs)}: use one VID for each set of layers")
+        total = 0.
+        for (ns,nt,s,t),reg,alpha in zip(pairs, self.regressors, self.log_scales):
+            if (s.shape[1], t.shape[1]) != (reg[0].in_channels, reg[-1].out_channels):
+                raise ValueError(f"VID: student layer {ns!r} and teacher layer {nt!r} give {s.shape[1]} and {t.shape[1]} channels, "
+                                 f"but their regressor was built for {reg[0].in_channels} and {reg[-1].out_channels}")
+            size = min(s.shape[2], t.shape[2]),min(s.shape[3], t.shape[3])
+            s,t = F.adaptive_avg_pool2d(s, size).to(alpha.dtype),F.adaptive_avg_pool2d(t, size).to(alpha.dtype)
+            var = (F.softplus(alpha) + self.eps)[:, None, None]
+            total = total + ((t - reg(s))**2 / var + var.log()).mean() / 2
+        return total
+
+# %% ../../nbs/distill/losses.ipynb #14e4c514
+def _bn_margin(bn:nn.Module) -> Tensor:
+    "Per channel, E[x | x < 0] for x ~ N(beta, gamma**2), the BatchNorm's output; -3|gamma| where P(x < 0) <= 0.001"
+    c = bn.num_features
+    s = bn.weight.detach().double().abs().cpu() if bn.affine else torch.ones(c, dtype=torch.float64)
+    m = bn.bias.detach().double().cpu() if bn.affine else torch.zeros(c, dtype=torch.float64)
+    z = m / s.clamp_min(1e-300)
+    p = torch.special.ndtr(-z)
+    mean_neg = m - s * torch.exp(-z**2 / 2) / math.sqrt(2 * math.pi) / p.clamp_min(1e-300)
+    margin = torch.where(p > 1e-3, mean_neg, -3 * s)
+    return torch.where(s > 0, margin, m.clamp(max=0)).float()  # gamma = 0: constant outputs
+
+def _ofd_connector(s:Tensor, ct:int) -> nn.Module:
+    "A 1x1 convolution (a linear map for vectors) and a BatchNorm to `ct` channels, initialised as the authors do"
+    lin,bn = (nn.Conv2d(s.shape[1], ct, 1, bias=False),nn.BatchNorm2d(ct)) if s.ndim == 4 else (nn.Linear(s.shape[1], ct, bias=False),nn.BatchNorm1d(ct))
+    nn.init.normal_(lin.weight, 0, math.sqrt(2 / ct))
+    return nn.Sequential(lin, bn)
+
+def _is_bn(m): return isinstance(m, nn.modules.batchnorm._BatchNorm)
+_BN_WHY = "OFD compares the teacher's maps before the ReLU, at the outputs of BatchNorm layers, whose statistics give the margin"
+
+class OFD(_LearnedLoss):
+    "Partial L2 between connected student maps and margin-clipped teacher maps, before the ReLU; as the authors' code, deeper pairs weigh more (Heo et al., 2019)"
+    def __init__(self,
+                 teacher_bns:list):  # The teacher's BatchNorm layers whose outputs are compared, one per pair, in order
+        super().__init__()
+        bns = listify(teacher_bns)
+        if not bns: raise ValueError("OFD needs teacher_bns, the teacher's BatchNorm layers: one for each pair of layers")
+        for i,bn in enumerate(bns):
+            if not _is_bn(bn): raise TypeError(f"OFD: teacher_bns[{i}] is a {type(bn).__name__}, not a BatchNorm. {_BN_WHY}.")
+            self.register_buffer(f'margin{i}', _bn_margin(bn))
+        self.n_pairs,self.connectors = len(bns),nn.ModuleList()
+
+    @classmethod
+    def from_teacher(cls,
+                     teacher:nn.Module,  # The teacher, or a `Learner` whose model is the teacher
+                     layers:str|list):   # Names of its BatchNorm layers, as in `activations_teacher`
+        "An `OFD` with the margins of the teacher's BatchNorm layers named `layers`"
+        if not isinstance(teacher, nn.Module): teacher = getattr(teacher, 'model', teacher)
+        if not isinstance(teacher, nn.Module): raise TypeError(f"OFD.from_teacher: teacher must be an nn.Module or a Learner, got {type(teacher).__name__}")
+        bns = []
+        for n in listify(layers):
+            try: m = teacher.get_submodule(n)
+            except AttributeError: raise ValueError(f"OFD.from_teacher: the teacher has no layer named {n!r} (see `get_model_layers`)") from None
+            if not _is_bn(m): raise TypeError(f"OFD.from_teacher: teacher layer {n!r} is a {type(m).__name__}, not a BatchNorm. {_BN_WHY}.")
+            bns.append(m)
+        return cls(bns)
+
+    @property
+    def margins(self) -> list: return [getattr(self, f'margin{i}') for i in range(self.n_pairs)]
+
+    @_fp32
+    def forward(self,
+                fm_s:dict,  # Student maps before the ReLU, name -> (batch, channels, height, width) or (batch, features)
+                fm_t:dict,  # Teacher maps before the ReLU: the outputs of `teacher_bns`, same batch and spatial sizes
+                **kwargs):
+        pairs = _named_pairs(fm_s, fm_t, 'OFD', 'spatial')
+        if len(pairs) != self.n_pairs:
+            raise ValueError(f"OFD has the margins of {self.n_pairs} teacher BatchNorm layers but got {len(pairs)} pairs of maps: "
+                             "give one BatchNorm for each pair, in the order of the layers")
+        for (ns,nt,s,t),m in zip(pairs, self.margins):
+            if s.ndim not in (2, 4): raise ValueError(f"OFD: student layer {ns!r} gives {tuple(s.shape)}, but OFD takes maps (batch, "
+                                                      "channels, height, width) or vectors (batch, features)")
+            if t.shape[1] != len(m): raise ValueError(f"OFD: teacher layer {nt!r} gives {t.shape[1]} channels but its BatchNorm has "
+                                                      f"{len(m)}: list teacher_bns in the order of activations_teacher")
+            _check_bn_batch(s, self.training, 'OFD', ns)
+        if not len(self.connectors):
+            for _,_,s,t in pairs: self.connectors.append(self._place(_ofd_connector(s, t.shape[1]), s))
+        total,n = 0.,len(pairs)
+        for i,((ns,nt,s,t),conn,m) in enumerate(zip(pairs, self.connectors, self.margins)):
+            if conn[0].weight.shape[1] != s.shape[1]:
+                raise ValueError(f"OFD: student layer {ns!r} gives {s.shape[1]} channels, but its connector was built for {conn[0].weight.shape[1]}")
+            s = conn(s.to(conn[0].weight.dtype))
+            t = torch.maximum(t.to(s.dtype), m.to(s).view(1, -1, *[1]*(t.ndim - 2)))
+            total = total + ((s - t)**2 * ((s > t) | (t > 0))).sum() / len(s) / 2**(n - 1 - i)
+        return total
+
+# %% ../../nbs/distill/losses.ipynb #d93e7758
+class _ABF(nn.Module):
+    "Attention-based fusion: a student map mixed with the deeper levels' fused map, then mapped to a teacher map"
+    def __init__(self, ci, cm, co, fuse:bool):
+        super().__init__()
+        self.conv1 = nn.Sequential(nn.Conv2d(ci, cm, 1, bias=False), nn.BatchNorm2d(cm))
+        self.conv2 = nn.Sequential(nn.Conv2d(cm, co, 3, padding=1, bias=False), nn.BatchNorm2d(co))
+        self.att = nn.Sequential(nn.Conv2d(2*cm, 2, 1), nn.Sigmoid()) if fuse else None
+        for conv in (self.conv1[0], self.conv2[0]): nn.init.kaiming_uniform_(conv.weight, a=1)
+
+    def forward(self, x, res, size):
+        "The prediction of a teacher map of spatial `size`, and the fused map for the next, shallower level"
+        x = self.conv1(x)
+        if self.att is not None:
+            res = F.interpolate(res, size=x.shape[2:], mode='nearest')
+            z = self.att(torch.cat([x, res], dim=1))
+            x = x * z[:, :1] + res * z[:, 1:]
+        if x.shape[2:] != size: x = F.interpolate(x, size=size, mode='nearest')
+        return self.conv2(x),x
+
+def _hcl(s:Tensor, t:Tensor, levels=(4, 2, 1)) -> Tensor:
+    "MSE of the maps and of their average pools to the sizes in `levels` smaller than the maps, weighted 1, 1/2, 1/4, ..., over the sum of the weights"
+    loss,w,tot = F.mse_loss(s, t),1.,1.
+    for l in levels:
+        if l >= min(s.shape[2:]): continue
+        w /= 2
+        loss = loss + w * F.mse_loss(F.adaptive_avg_pool2d(s, l), F.adaptive_avg_pool2d(t, l))
+        tot += w
+    return loss / tot
+
+class ReviewKD(_LearnedLoss):
+    "Student maps fused from the deepest level up by attention (ABF), each compared with a teacher map by the hierarchical context loss (Chen et al., 2021)"
+    def __init__(self,
+                 mid_channels:int|None=None,  # Channels of the fused maps (default: the deepest student map's, at most 512)
+                 levels:tuple=(4, 2, 1)):     # Pooled sizes the hierarchical context loss also compares
+        super().__init__()
+        store_attr()
+        self.abfs = nn.ModuleList()
+
+    @_fp32
+    def forward(self,
+                fm_s:dict,  # Student maps from the shallowest to the deepest, (batch, channels, height, width) or (batch, features)
+                fm_t:dict,  # Teacher maps in the same order and with the same batch size; channels and sizes may differ
+                **kwargs):
+        pairs = [(ns, nt, _as_4d(s, 'ReviewKD', 'student', ns), _as_4d(t, 'ReviewKD', 'teacher', nt))
+                 for ns,nt,s,t in _named_pairs(fm_s, fm_t, 'ReviewKD', 'batch')]
+        for ns,_,s,_ in pairs: _check_bn_batch(s, self.training, 'ReviewKD', ns)
+        if not len(self.abfs):
+            cm = self.mid_channels or min(512, pairs[-1][2].shape[1])
+            for i,(_,_,s,t) in enumerate(pairs): self.abfs.append(self._place(_ABF(s.shape[1], cm, t.shape[1], i < len(pairs) - 1), s))
+        if len(pairs) != len(self.abfs):
+            raise ValueError(f"ReviewKD was built for {len(self.abfs)} pairs of layers but got {len(pairs)}: use one ReviewKD for each set of layers")
+        total,res = 0.,None
+        for (ns,nt,s,t),abf in reversed(list(zip(pairs, self.abfs))):  # from the deepest level up
+            if (s.shape[1], t.shape[1]) != (abf.conv1[0].in_channels, abf.conv2[0].out_channels):
+                raise ValueError(f"ReviewKD: student layer {ns!r} and teacher layer {nt!r} give {s.shape[1]} and {t.shape[1]} channels, "
+                                 f"but their fusion module was built for {abf.conv1[0].in_channels} and {abf.conv2[0].out_channels}")
+            dtype = abf.conv1[0].weight.dtype
+            out,res = abf(s.to(dtype), res, t.shape[2:])
+            total = total + _hcl(out, t.to(dtype), self.levels)
+        return total
+
+# %% ../../nbs/distill/losses.ipynb #94bd6e39
+def _nce(p:Tensor, n_data:int, eps:float=1e-7) -> Tensor:
+    "NCE loss of scores `p` (batch, 1+k): column 0 the positive, the others `k` negatives drawn from `n_data` items"
+    noise = (p.shape[1] - 1) / n_data  # k times the noise distribution's probability of an item
+    log_pos = torch.log(p[:, 0] / (p[:, 0] + noise + eps))
+    log_neg = torch.log(noise / (p[:, 1:] + noise + eps))
+    return -(log_pos.sum() + log_neg.sum()) / len(p)
+
+def _scores(v:Tensor, mem:Tensor, cand:Tensor) -> Tensor:
+    "`v[i] . mem[cand[i, j]]` for each item i and candidate j: through all the memory when that is smaller than the gathered rows"
+    if len(mem) <= cand.numel(): return (v @ mem.T).gather(1, cand)
+    return torch.bmm(mem[cand], v[:, :, None])[..., 0]
+
+_IDS_HOW = "add `ContentKeys(crd)` to the Learner's callbacks (keys from the inputs' content), or call the loss with ids="
+
+class CRD(_LearnedLoss):
+    "NCE between student and teacher embeddings, with a memory of negatives; as the authors' code, the positive is the item's memory (Tian et al., 2020)"
+    def __init__(self,
+                 n_data:int|None,             # Number of distinct training items, the memory's size; None: in-batch negatives
+                 feat_dim:int=128,            # Size of the embeddings
+                 k:int=4096,                  # Negatives drawn from the memory for each item
+                 T:float=0.07,                # Temperature
+                 momentum:float=0.5,          # Momentum of the memory's update
+                 class_negatives:bool=True):  # Draw an item's negatives from other classes when its label is known
+        super().__init__()
+        if n_data is not None and not (isinstance(n_data, int) and n_data >= 1):
+            raise ValueError(f"CRD: n_data={n_data!r}: give the number of distinct training items, or None for in-batch negatives")
+        store_attr()
+        self.embed_s,self.embed_t,self.ids,self.slots = None,None,None,{}
+
+    def _build(self, s, t):
+        "The two heads and, with `n_data`, the memories, the slots' labels and the constants Z"
+        self.embed_s,self.embed_t = self._place(nn.Linear(s.shape[1], self.feat_dim), s),self._place(nn.Linear(t.shape[1], self.feat_dim), s)
+        if self.n_data is None: return
+        stdv = math.sqrt(3 / self.feat_dim)  # the authors' init: unit norm on average
+        for n in ('memory_s', 'memory_t'):
+            self.register_buffer(n, (torch.rand(self.n_data, self.feat_dim, dtype=s.dtype, device=s.device) * 2 - 1) * stdv)
+        self.register_buffer('labels', torch.full((self.n_data,), -1, device=s.device))
+        self.register_buffer('Z', torch.full((2,), -1., dtype=s.dtype, device=s.device))
+
+    def _slots(self, ids, bs:int, device) -> Tensor:
+        "Memory slots of the items `ids`: dataset indices as they are; content keys through a table that fills as they come"
+        if isinstance(ids, Tensor) and not ids.is_floating_point():
+            idx = ids.as_subclass(Tensor).reshape(-1).long().to(device)
+            bad = idx[(idx < 0) | (idx >= self.n_data)]
+            if len(bad): raise ValueError(f"CRD: item index {bad[0].item()} is out of range for n_data={self.n_data}")
+        else:
+            for key in ids:
+                if key in self.slots: continue
+                if len(self.slots) >= self.n_data: raise ValueError(
+                    f"CRD: more than n_data={self.n_data} distinct items. If the inputs change between epochs (random augmentation "
+                    "in the DataLoader), their content cannot identify them: take the keys before augmentation (`ContentKeys`), "
+                    "pass dataset indices as ids=, or use in-batch negatives (n_data=None). Otherwise give n_data the number of "
+                    "distinct training items.")
+                self.slots[key] = len(self.slots)
+            idx = torch.tensor([self.slots[key] for key in ids], dtype=torch.long, device=device)
+        if len(idx) != bs: raise ValueError(f"CRD: {len(idx)} item ids for a batch of {bs} items: they are not this batch's ids")
+        return idx
+
+    def _negatives(self, y:Tensor|None, bs:int, device) -> Tensor:
+        "`k` memory slots per item, drawn uniformly; from slots of other classes where the item's label is known"
+        neg = torch.randint(self.n_data, (bs, self.k), device=device)
+        if y is None or not self.class_negatives: return neg
+        for c in y[y >= 0].unique():
+            rows,pool = (y == c).nonzero()[:, 0],(self.labels != c).nonzero()[:, 0]
+            if len(pool): neg[rows] = pool[torch.randint(len(pool), (len(rows), self.k), device=device)]
+        return neg
+
+    @_fp32
+    def forward(self,
+                fm_s:dict,    # One student layer, name -> features, flattened per item (usually the pooled features)
+                fm_t:dict,    # One teacher layer with the same batch size
+                target=None,  # Class labels (negative: unknown), to draw negatives from other classes
+                ids=None,     # The items' identities, content keys (bytes) or dataset indices; default: those `ContentKeys` left
+                **kwargs):
+        (ns,nt,s,t),*rest = _named_pairs(fm_s, fm_t, 'CRD', 'batch')
+        if rest: raise ValueError(f"CRD compares one pair of layers (usually the pooled features), got {len(rest) + 1}: {list(fm_s)} and {list(fm_t)}")
+        s,t = s.flatten(1),t.flatten(1)
+        if self.embed_s is None: self._build(s, t)
+        dtype = self.embed_s.weight.dtype
+        vs,vt = F.normalize(self.embed_s(s.to(dtype)), dim=1),F.normalize(self.embed_t(t.to(dtype)), dim=1)
+        if self.n_data is None:
+            logits,y = vs @ vt.T / self.T,torch.arange(len(vs), device=vs.device)
+            return F.cross_entropy(logits, y) + F.cross_entropy(logits.T, y)
+        ids,self.ids = (self.ids if ids is None else ids),None  # `ContentKeys`' keys serve one call
+        if ids is None and self.training: raise ValueError(f"CRD needs the identity of each item, to find its memory: {_IDS_HOW}; "
+                                                           "or use in-batch negatives (n_data=None)")
+        bs = len(vs)
+        y = target.as_subclass(Tensor).reshape(-1).to(vs.device) if isinstance(target, Tensor) and not target.is_floating_point() and target.numel() == bs else None
+        neg = self._negatives(y, bs, vs.device)
+        if self.training:
+            idx = self._slots(ids, bs, vs.device)
+            cand = torch.cat([idx[:, None], neg], 1)
+            sc_s,sc_t = _scores(vs, self.memory_t, cand),_scores(vt, self.memory_s, cand)
+        else:  # the positive: the other network's current embedding
+            pos = (vs * vt).sum(1, keepdim=True)
+            sc_s,sc_t = torch.cat([pos, _scores(vs, self.memory_t, neg)], 1),torch.cat([pos, _scores(vt, self.memory_s, neg)], 1)
+        out_s = torch.exp(sc_s / self.T)  # the student's embedding against the teacher's memory
+        out_t = torch.exp(sc_t / self.T)  # the teacher's against the student's
+        if self.Z[0] < 0: self.Z.copy_(torch.stack([out_s.mean(), out_t.mean()]).detach() * self.n_data)
+        loss = _nce(out_s / self.Z[0], self.n_data) + _nce(out_t / self.Z[1], self.n_data)
+        if self.training:
+            with torch.no_grad():  # out of place: the scores' backward still needs the memory as it was
+                for n,v in (('memory_s', vs), ('memory_t', vt)):
+                    mem = getattr(self, n)
+                    setattr(self, n, mem.index_copy(0, idx, F.normalize(mem[idx] * self.momentum + v * (1 - self.momentum), dim=1)))
+                if y is not None: self.labels[idx[y >= 0]] = y[y >= 0]
+        return loss
+
+class ContentKeys(Callback):
+    "Give `losses` the content key of each item of the batch, taken before other callbacks change the inputs"
+    order = -50  # before any callback that augments `learn.xb` in `before_batch`
+    def __init__(self, *losses):  # The loss instances that read `ids`, such as a `CRD` (or the `DistillLoss` terms holding them)
+        self.losses = [getattr(l, 'loss', l) for l in losses]
+        for l in self.losses:
+            if not isinstance(l, nn.Module): raise TypeError(f"ContentKeys takes the loss instances that read ids, such as CRD(...), got {type(l).__name__}")
+    def before_batch(self):
+        keys = TeacherCache.keys(self.xb)
+        for l in self.losses: l.ids = keys
