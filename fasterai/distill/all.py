@@ -3,3 +3,4 @@ from fastai.basics import *
 from ..core.schedule import *
 from .losses import *
 from .distillation_callback import *
+from .cache import *

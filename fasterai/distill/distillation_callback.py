@@ -19,14 +19,14 @@ import torch.nn.functional as F
 from ..core.schedule import Schedule
 from .layers import get_model_layers, get_module_by_name, match_feature_layers, _find_layer, _unwrap
 from .losses import _loss_params
-from .cache import TeacherCache
+from .cache import TeacherOutputs, TeacherCache, TeacherStore
 
 # %% auto #0
 __all__ = ['DistillLoss', 'KnowledgeDistillationCallback', 'get_model_layers', 'get_module_by_name', 'match_feature_layers',
-           'TeacherCache']
+           'TeacherCache', 'TeacherStore']
 
 # %% ../../nbs/distill/distillation_callback.ipynb #c285730d
-_all_ = ['get_model_layers', 'get_module_by_name', 'match_feature_layers', 'TeacherCache']
+_all_ = ['get_model_layers', 'get_module_by_name', 'match_feature_layers', 'TeacherCache', 'TeacherStore']
 
 # %% ../../nbs/distill/distillation_callback.ipynb #9d938791
 class DistillLoss:
@@ -260,7 +260,9 @@ class _TeacherSession:
         for m in cb.learned: m.to(target).train(learn.training)
         self.opt,self.params = (getattr(learn, 'opt', None) if learn.training else None),[]
         self.sync_params()
-        if cb.cache is not None: cb.cache.watch(nn.ModuleList(self.teachers.values()) if self.teachers else None)
+        if cb.cache is not None:  # with one teacher, the store checks it holds the maps the terms need
+            layers = next(iter(cb._layers_t.values())) if len(cb._layers_t) == 1 else None
+            cb.cache.watch(nn.ModuleList(self.teachers.values()) if self.teachers else None, layers, cb.teacher_tfm)
         self.entered = True
         return self
 
@@ -361,7 +363,7 @@ class KnowledgeDistillationCallback(Callback):
                  valid_distill: bool = False,                         # Also run the teacher and mix the losses in validation
                  adapters: bool = False,                              # Learn connectors for student maps whose shape differs from the teacher's
                  cache_mb: float = 0,                                 # Keep up to this many MB of teacher outputs (deterministic inputs only); 0: off
-                 store: TeacherCache | None = None,                   # Teacher outputs kept on disk (a `TeacherStore`); with it, `teacher` may be None
+                 store: TeacherOutputs | None = None,                 # Teacher outputs kept on disk (a `TeacherStore`); with it, `teacher` may be None
                  on_nonfinite: str = 'raise',                         # Teacher output with NaN/Inf: 'raise' or 'skip' the batch
                  log_terms: bool = True,                              # Show the task loss and each distillation term as columns
                  teacher_output: Callable | None = None,              # Picks the prediction in the teacher's raw output (default: see above)
