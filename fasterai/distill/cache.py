@@ -9,7 +9,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 from fastai.basics import *
-from fastai.callback.hook import Hooks
 from fastprogress.fastprogress import progress_bar
 import numpy as np
 import torch
@@ -115,16 +114,13 @@ class TeacherOutputs:
              teacher_output:Callable|None=None):  # Picks the prediction in the teacher's raw output, as in the callback
         "Run `teacher` over `dl`, with a progress bar, and keep its outputs for the items not stored yet"
         # that module imports this one: import what it defines when the function runs
-        from fasterai.distill.distillation_callback import _as_teacher, _teacher_pred, _float_dtype, _device, _find_layer, _out
+        from fasterai.distill.distillation_callback import _as_teacher, _run_teacher, _float_dtype, _device, _find_layer
         teacher,layers = _as_teacher(teacher),listify(layers)
         mods = [_find_layer(teacher, n, 'teacher') for n in layers]
         if isinstance(dl, DataLoader): dl = dl.new(shuffle=False, drop_last=False)  # every item, once
         n_inp,device,dtype = getattr(dl, 'n_inp', 1),_device(teacher),_float_dtype(teacher)
-        def compute(xb):
-            # as in the callback: the keys are on the teacher's input, which is cast to its dtype only to run it
-            xb = [x.to(dtype) if dtype is not None and x.is_floating_point() else x for x in xb]
-            with Hooks(mods, _out) as hooks, torch.no_grad(): pred = _teacher_pred(teacher(*xb), teacher_output)
-            return [pred, *hooks.stored]
+        # as in the callback: the keys are on the teacher's input, which is cast to its dtype only to run it
+        def compute(xb): return _run_teacher(teacher, mods, xb, dtype, teacher_output)
         modes = [(m, m.training) for m in teacher.modules()]
         teacher.eval()
         try:

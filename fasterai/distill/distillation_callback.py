@@ -225,6 +225,11 @@ def _opt_params(opt) -> list:
     "The list of parameters in the optimizer's last group, which the adapters join during training"
     return opt.opt.param_groups[-1]['params'] if isinstance(opt, OptimWrapper) else opt.param_lists[-1]
 
+def _run_teacher(teacher:nn.Module, mods:list, xb, dtype=None, pick:Callable|None=None) -> list:
+    "One inference pass of `teacher` on `xb` (its float inputs cast to `dtype`), without autograd: its prediction, then the outputs of `mods`"
+    xb = [x.to(dtype) if dtype and isinstance(x, Tensor) and x.is_floating_point() else x for x in xb]
+    with Hooks(mods, _out) as hooks, torch.no_grad(): return [_teacher_pred(teacher(*xb), pick), *hooks.stored]
+
 def _is_batch(args, xb) -> bool:
     "Whether the positional arguments `args` of a call are the tensors of batch `xb` themselves"
     return len(args) == len(xb) and all(a is x for a,x in zip(args, xb))
@@ -333,10 +338,7 @@ class _TeacherSession:
         modes,outs = [m.training for m in self.shared],[]
         try:
             for m in self.shared: m.training = False
-            for n,t in self.teachers.items():
-                x = [o.to(self.dtypes[n]) if self.dtypes[n] and isinstance(o, Tensor) and o.is_floating_point() else o for o in xb]
-                with Hooks(self.mods_t[n], _out) as hooks, torch.no_grad(): outs.append(_teacher_pred(t(*x), self.cb.teacher_output))
-                outs += hooks.stored
+            for n,t in self.teachers.items(): outs += _run_teacher(t, self.mods_t[n], xb, self.dtypes[n], self.cb.teacher_output)
         finally:
             for m,mode in zip(self.shared, modes): m.training = mode
         return outs
