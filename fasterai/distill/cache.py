@@ -5,6 +5,7 @@
 # %% ../../nbs/distill/cache.ipynb #18d5dd41
 from __future__ import annotations
 import functools, hashlib, itertools, json, math, os, sqlite3, warnings, zlib
+import xxhash
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
@@ -25,9 +26,11 @@ def _autocast_key(device_type:str) -> list:
     return [True, str(dtype)] if on else [False]
 
 def item_keys(xb) -> list[bytes]:
-    "One key per item of batch `xb` (a list of tensors): a SHA-256 of the bytes, shapes and dtypes of all its inputs"
-    # SHA-256 has hardware support on current CPUs (about twice BLAKE2b's speed here), and reads the rows in place
-    hs = [hashlib.sha256() for _ in range(find_bs(xb))]
+    "One 16-byte key per item of batch `xb` (a list of tensors): the XXH3-128 hash of the bytes, shapes and dtypes of all its inputs"
+    # XXH3 reads about 28 GB/s here, SHA-256 0.9: hashing a 64-image batch costs 0.08 ms instead of 0.8. It is not a
+    # cryptographic hash, which only matters against inputs crafted to collide; two different inputs share a 128-bit
+    # key with a probability of about 2**-128
+    hs = [xxhash.xxh3_128() for _ in range(find_bs(xb))]
     for x in xb:
         rows,tag = x.detach().reshape(len(hs), -1).contiguous().view(torch.uint8).cpu().numpy(),f"{x.dtype}{tuple(x.shape[1:])}".encode()
         for h,r in zip(hs, rows): h.update(r); h.update(tag)
@@ -327,11 +330,13 @@ class TeacherStore(TeacherOutputs):
                 con.execute('CREATE TABLE IF NOT EXISTS items (r INTEGER PRIMARY KEY, id INTEGER NOT NULL, k BLOB NOT NULL, v BLOB NOT NULL)')
                 con.execute('CREATE UNIQUE INDEX IF NOT EXISTS items_id ON items (id)')
                 if not self._meta():
-                    new = {'kind': 'fasterai.TeacherStore', 'version': 1, 'format': {'fmt': fmt or 'fp32', 'topk': topk}}
+                    new = {'kind': 'fasterai.TeacherStore', 'version': 2, 'format': {'fmt': fmt or 'fp32', 'topk': topk}}
                     con.executemany('INSERT INTO meta VALUES (?, ?)', [(k, json.dumps(v)) for k,v in new.items()])
         meta = self._meta()
         if meta.get('kind') != 'fasterai.TeacherStore': raise ValueError(f"{p} is an SQLite database, but not a TeacherStore")
-        if meta.get('version') != 1: raise ValueError(f"{p} is a TeacherStore of version {meta.get('version')}, which this fasterai cannot read")
+        if meta.get('version') != 2: raise ValueError(
+            f"{p} is a TeacherStore of version {meta.get('version')}, which this fasterai cannot read"
+            + (" (its items are keyed by SHA-256, and they are XXH3-128 hashes now): fill a new store" if meta.get('version') == 1 else ''))
         self.fmt,self.topk = meta['format']['fmt'],meta['format']['topk']
         if (fmt or self.fmt, topk or self.topk) != (self.fmt, self.topk): raise ValueError(
             f"{p} stores {self._fmt_desc(self.fmt, self.topk)}, not {self._fmt_desc(fmt or self.fmt, topk or self.topk)}: "
@@ -403,7 +408,7 @@ class TeacherStore(TeacherOutputs):
 
     @_sql
     def _get(self, keys):
-        found,ids = {},np.frombuffer(b''.join(keys), dtype='<i8')[::4].tolist()  # `_id` of each key, at once
+        found,ids = {},np.frombuffer(b''.join(keys), dtype='<i8').reshape(len(keys), -1)[:, 0].tolist()  # `_id` of each key, at once
         for i in range(0, len(ids), 500):  # SQLite's bound on the parameters of a query
             chunk = ids[i:i+500]
             for r in self.con.execute(f"SELECT id, k, v FROM items WHERE id IN ({','.join('?'*len(chunk))})", chunk): found[r[0]] = r[1:]
