@@ -237,7 +237,17 @@ def _is_batch(args, xb) -> bool:
 def _sums_finite(outs):
     "Whether the sum of each floating-point tensor in `outs` is finite, as a 0-d tensor (no sync with the device)"
     ts = [o for o in outs if isinstance(o, Tensor) and o.is_floating_point()]
+    if len(ts) == 1: return ts[0].sum(dtype=torch.float32).isfinite()
     return torch.stack([t.sum(dtype=torch.float32) for t in ts]).isfinite().all() if ts else True
+
+def _weighted(scales, parts) -> Tensor:
+    "The sum over the terms of `scale * the mean of the term's values`, without operations for a scale of 1 or a single value"
+    total = None
+    for w,v in zip(scales, parts):
+        x = v[0] if len(v) == 1 else sum(v)/len(v)
+        if w != 1: x = x*w
+        total = x if total is None else total + x
+    return total
 
 # %% ../../nbs/distill/distillation_callback.ipynb #c381d542
 class _TeacherSession:
@@ -447,7 +457,7 @@ class KnowledgeDistillationCallback(Callback):
         parts = [self._term(t, fm_s, by_t) for t in self._terms]  # a list per term: one value per teacher with teachers='each'
         self.session.sync_params()  # adapters and learned losses built on this batch train from this step on
         task = self.learn.loss_grad
-        distill = sum(w*sum(v)/len(v) for w,v in zip(self._scales or [t.scale(1.) for t in self._terms], parts))  # `validate()` outside a fit: the final scales
+        distill = _weighted(self._scales or [t.scale(1.) for t in self._terms], parts)  # `validate()` outside a fit: the final scales
         self.learn.loss_grad = torch.lerp(task, distill.to(task.dtype), self.current_weight)
         self.learn.loss = self.learn.loss_grad.detach().clone()
         if self.training and self._cols:

@@ -44,11 +44,18 @@ def _device_type(args, kwargs) -> str:
         if isinstance(v, Tensor): return v.device.type
     return 'cpu'
 
+def _autocast_on(device_type:str) -> bool:
+    "Whether autocast is on for `device_type` (torch < 2.4 cannot tell for every device: then assume it is)"
+    try: return torch.is_autocast_enabled(device_type)
+    except TypeError: return True
+
 def _fp32(loss):
     "Run `loss` with autocast turned off, so its math stays in the precision of its (upcast) inputs"
     @functools.wraps(loss)
     def _inner(*args, **kwargs):
-        with torch.autocast(device_type=_device_type(args, kwargs), enabled=False): return loss(*args, **kwargs)
+        device_type = _device_type(args, kwargs)
+        if not _autocast_on(device_type): return loss(*args, **kwargs)  # entering the context costs more than a small loss
+        with torch.autocast(device_type=device_type, enabled=False): return loss(*args, **kwargs)
     return _inner
 
 def _up(x:Tensor) -> Tensor:
