@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['SoftTarget', 'Logits', 'Mutual', 'DecoupledKD', 'DIST', 'ChannelWise', 'Attention', 'NST', 'ActivationBoundaries',
-           'FitNet', 'FSP', 'ChannelWiseFeatures', 'SRD', 'Similarity', 'PKT', 'RKD', 'CC', 'VID', 'OFD', 'ReviewKD',
-           'CRD', 'ContentKeys']
+__all__ = ['SoftTarget', 'Logits', 'Mutual', 'DecoupledKD', 'DIST', 'ChannelWise', 'Attention', 'NST', 'Affinity',
+           'ActivationBoundaries', 'FitNet', 'FSP', 'ChannelWiseFeatures', 'SRD', 'Similarity', 'PKT', 'RKD', 'CC',
+           'VID', 'PADL2', 'OFD', 'ReviewKD', 'CRD', 'ContentKeys']
 
 # %% ../../nbs/distill/losses.ipynb #1209fc22
 _LOSS_KWARGS = ('pred', 'teacher_pred', 'fm_s', 'fm_t', 'target')
@@ -291,6 +291,20 @@ def NST(fm_s:dict,   # Student feature maps, name -> (batch, channels, height, w
         **kwargs):
     "Squared MMD between the student's and the teacher's channel maps, with a polynomial kernel, summed over pairs (Huang & Wang, 2017)"
     return sum(_poly_mmd(s, t, d, c) for s,t in _pairs(fm_s, fm_t, 'NST', 'spatial', min_ndim=3))
+
+# %% ../../nbs/distill/losses.ipynb #cd50771b
+def _affinity(f:Tensor) -> Tensor:
+    "Per item, the cosine similarities between the feature vectors of every two positions, divided by the number of positions"
+    f = F.normalize(f.flatten(2), dim=1)  # (batch, channels, positions): unit norm over the channels at each position
+    return f.transpose(1, 2) @ f / f.shape[2]
+
+@_fp32
+def Affinity(fm_s:dict,  # Student feature maps, name -> (batch, channels, height, width)
+             fm_t:dict,  # Teacher feature maps with the same batch and spatial sizes, in the same order
+             **kwargs):
+    "Mean L2 distance between the rows of the student's and the teacher's affinity matrices between positions, summed over pairs (He et al., 2019)"
+    def _aff(s, t): return torch.linalg.vector_norm(_affinity(s) - _affinity(t), dim=2).mean()
+    return sum(_aff(s, t) for s,t in _pairs(fm_s, fm_t, 'Affinity', 'spatial', min_ndim=3))
 
 # %% ../../nbs/distill/losses.ipynb #0d0831d9
 @_fp32
@@ -570,6 +584,43 @@ class VID(_LearnedLoss):
             s,t = F.adaptive_avg_pool2d(s, size).to(alpha.dtype),F.adaptive_avg_pool2d(t, size).to(alpha.dtype)
             var = (F.softplus(alpha) + self.eps)[:, None, None]
             total = total + ((t - reg(s))**2 / var + var.log()).mean() / 2
+        return total
+
+# %% ../../nbs/distill/losses.ipynb #8aba901c
+def _log_var_head(c:int) -> nn.Module:
+    "A 1x1 convolution and BatchNorm predicting a log-variance for each of `c` channels at each position"
+    return nn.Sequential(nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c))  # no bias: the BatchNorm's shift would cancel it
+
+class PADL2(_LearnedLoss):
+    "Squared errors divided by variances predicted from the student's features, plus their logs; as the authors' code, one variance per feature (Zhang et al., 2020)"
+    def __init__(self,
+                 eps:float=1e-6):  # Added to the predicted variances
+        super().__init__()
+        if not eps >= 0: raise ValueError(f"PADL2: eps={eps!r}, but the variances' offset must be 0 or more")
+        self.eps,self.heads = eps,nn.ModuleList()
+
+    @_fp32
+    def forward(self,
+                fm_s:dict,  # Student features, name -> (batch, features) or (batch, channels, height, width)
+                fm_t:dict,  # Teacher features of the same shapes, in the same order
+                **kwargs):
+        pairs = [(ns, nt, _as_4d(s, 'PADL2', 'student', ns), _as_4d(t, 'PADL2', 'teacher', nt))
+                 for ns,nt,s,t in _named_pairs(fm_s, fm_t, 'PADL2', 'shape')]
+        for ns,_,s,_ in pairs: _check_bn_batch(s, self.training, 'PADL2', ns)
+        if not len(self.heads):
+            for _,_,s,_ in pairs: self.heads.append(self._place(_log_var_head(s.shape[1]), s))
+        if len(pairs) != len(self.heads):
+            raise ValueError(f"PADL2 was built for {len(self.heads)} pairs of layers but got {len(pairs)}: use one PADL2 for each set of layers")
+        total = 0.
+        for (ns,nt,s,t),head in zip(pairs, self.heads):
+            conv = head[0]
+            if s.shape[1] != conv.in_channels:
+                raise ValueError(f"PADL2: student layer {ns!r} gives {s.shape[1]} channels, but its variance head was built for {conv.in_channels}")
+            s,t = s.to(conv.weight.dtype),t.to(conv.weight.dtype)
+            log_var = head(s)
+            # (t - s)**2 / (exp(log_var) + eps), written so that neither a huge nor a tiny variance gives inf/inf
+            inv_var = torch.exp(-torch.logaddexp(log_var, log_var.new_tensor(self.eps).log()))
+            total = total + ((t - s)**2 * inv_var + log_var).mean()
         return total
 
 # %% ../../nbs/distill/losses.ipynb #14e4c514
