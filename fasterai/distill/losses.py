@@ -14,7 +14,7 @@ from torch import Tensor
 # %% auto #0
 __all__ = ['SoftTarget', 'Logits', 'Mutual', 'DecoupledKD', 'DIST', 'ChannelWise', 'Attention', 'NST', 'Affinity',
            'ActivationBoundaries', 'FitNet', 'FSP', 'ChannelWiseFeatures', 'SRD', 'Similarity', 'PKT', 'RKD', 'CC',
-           'VID', 'PADL2', 'OFD', 'ReviewKD', 'CRD', 'ContentKeys']
+           'VID', 'PADL2', 'OFD', 'ReviewKD', 'CRD', 'ContentKeys', 'Paraphraser', 'FT']
 
 # %% ../../nbs/distill/losses.ipynb #1209fc22
 _LOSS_KWARGS = ('pred', 'teacher_pred', 'fm_s', 'fm_t', 'target')
@@ -881,3 +881,141 @@ class ContentKeys(Callback):
     def before_batch(self):
         keys = TeacherCache.keys(self.xb)
         for l in self.losses: l.ids = keys
+
+# %% ../../nbs/distill/losses.ipynb #ec3a9f5d
+from fastcore.basics import tuplify
+from fastprogress.fastprogress import master_bar, progress_bar
+from fastai.callback.hook import hook_output
+from fastai.data.core import DataLoaders
+from .layers import _find_layer
+
+def _leaky(*layers) -> nn.Sequential:
+    "Each layer followed by a leaky ReLU of slope 0.1, as in the authors' code"
+    return nn.Sequential(*[m for l in layers for m in (l, nn.LeakyReLU(0.1))])
+
+def _conv3(ci:int, co:int, transposed:bool=False) -> nn.Module:
+    "A 3x3 convolution (or transposed convolution) with stride 1, padding 1 and a bias: the height and width are kept"
+    return (nn.ConvTranspose2d if transposed else nn.Conv2d)(ci, co, 3, padding=1)
+
+def _translator(cs:int, cf:int) -> nn.Module:
+    "Three 3x3 convolutions from `cs` student channels to `cf` factor channels, each followed by a leaky ReLU"
+    return _leaky(_conv3(cs, cs), _conv3(cs, cf), _conv3(cf, cf))
+
+def _check_rate(rate):
+    "Refuse a paraphrase rate that is not a positive number"
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
+        raise ValueError(f"FT: rate={rate!r}, but the paraphrase rate must be a positive number (the factor has rate times "
+                         "the teacher map's channels; the authors use 0.5)")
+
+class Paraphraser(nn.Module):
+    "A convolutional auto-encoder of a teacher map; the output of its encoder is the teacher factor (Kim et al., 2018)"
+    def __init__(self,
+                 c:int,            # Channels of the teacher map
+                 rate:float=0.5):  # Paraphrase rate: the factor has `round(c*rate)` channels (at least 1)
+        super().__init__()
+        if isinstance(c, bool) or not isinstance(c, int) or c < 1: raise ValueError(f"Paraphraser: c={c!r}, but the teacher map's channels must be a positive int")
+        _check_rate(rate)
+        self.c,self.rate,self.factor_channels,self.losses = c,rate,max(1, round(c*rate)),[]
+        m = self.factor_channels
+        self.encoder = _leaky(_conv3(c, c), _conv3(c, m), _conv3(m, m))
+        self.decoder = _leaky(_conv3(m, m, True), _conv3(m, c, True), _conv3(c, c, True))
+        self.register_buffer('steps', torch.zeros((), dtype=torch.long))  # training steps, saved with the weights: 0 is untrained
+
+    def forward(self, x:Tensor) -> Tensor: return self.decoder(self.encoder(x))
+
+    @property
+    def trained(self) -> bool: return bool(self.steps > 0)
+
+class FT(_LearnedLoss):
+    "Mean absolute difference between unit-norm factors: the teacher's map through a trained paraphraser's encoder, the student's through a learned translator; averaged as in the authors' code (Kim et al., 2018)"
+    def __init__(self,
+                 paraphraser:Paraphraser):  # Trained on the teacher's maps (see `FT.from_teacher`); frozen here
+        super().__init__()
+        if not isinstance(paraphraser, Paraphraser):
+            raise TypeError(f"FT takes a trained Paraphraser, got {type(paraphraser).__name__}: build one with FT.from_teacher(teacher, layer, dl)")
+        if not paraphraser.trained:
+            raise ValueError("FT: the paraphraser has not been trained (0 steps), so its factors would be random: train it on the "
+                             "teacher's maps with FT.from_teacher(teacher, layer, dl), or load trained weights into it "
+                             "(its `steps` buffer comes with its state_dict)")
+        for p in paraphraser.parameters():
+            p.requires_grad_(False)
+            p.grad = None  # a gradient left from its training would still be stepped by the student's optimizer
+        self.paraphraser,self.translator = paraphraser.eval(),None
+
+    @classmethod
+    def from_teacher(cls,
+                     teacher:nn.Module,  # The teacher, or a `Learner` whose model it is; left unchanged
+                     layer:str,          # The teacher layer whose maps to paraphrase, as in `activations_teacher`
+                     dl,                 # Batches to train the paraphraser on: fastai's or PyTorch's `DataLoader` (inputs first), or `DataLoaders` (their `train`)
+                     rate:float=0.5,     # Paraphrase rate: the factor has `rate` times the map's channels
+                     epochs:int=10,      # Passes over `dl`
+                     lr:float=1e-3):     # Learning rate of Adam
+        "An `FT` whose paraphraser was first trained to reconstruct the teacher's maps at `layer` over `dl` (the paper's first stage)"
+        # that module imports this one: import what it defines when the function runs
+        from fasterai.distill.distillation_callback import _as_teacher, _device, _float_dtype
+        teacher = _as_teacher(teacher)
+        if not isinstance(layer, str):
+            raise TypeError(f"FT.from_teacher: layer must be the name of one teacher layer, as in activations_teacher, got a "
+                            f"{type(layer).__name__}: FT compares one pair of layers")
+        mod = _find_layer(teacher, layer, 'teacher')
+        _check_rate(rate)
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"FT.from_teacher: epochs={epochs!r}, but the paraphraser needs at least one pass over dl")
+        if not lr > 0: raise ValueError(f"FT.from_teacher: lr={lr!r}, but the learning rate must be positive")
+        if isinstance(dl, DataLoaders): dl = dl.train
+        n_inp,device,dtype = getattr(dl, 'n_inp', 1),_device(teacher),_float_dtype(teacher)
+        modes = [(m, m.training) for m in teacher.modules()]
+        para = opt = None
+        teacher.eval()
+        try:
+            mb = master_bar(range(epochs))
+            for _ in mb:
+                total,n = 0.,0
+                for b in progress_bar(dl, parent=mb):
+                    xb = [x.to(device) if device is not None and isinstance(x, Tensor) else x for x in tuplify(b)[:n_inp]]
+                    xb = [x.to(dtype) if dtype and isinstance(x, Tensor) and x.is_floating_point() else x for x in xb]
+                    with hook_output(mod) as h, torch.no_grad(): teacher(*xb)
+                    if not isinstance(h.stored, Tensor):
+                        raise TypeError(f"FT.from_teacher: teacher layer {layer!r} returned a {type(h.stored).__name__}, not a tensor: "
+                                        "hook a submodule that returns a single tensor")
+                    t = _as_4d(_up(h.stored), 'FT', 'teacher', layer)
+                    if para is None:
+                        para = Paraphraser(t.shape[1], rate).to(t.device, t.dtype)
+                        opt = torch.optim.Adam(para.parameters(), lr=lr)
+                    loss = F.l1_loss(para(t), t)  # the authors' code: the mean absolute error, where the paper squares
+                    opt.zero_grad(); loss.backward(); opt.step()
+                    para.steps += 1
+                    total,n = total + loss.item(),n + 1
+                if not n: raise ValueError("FT.from_teacher: dl gave no batch: pass the batches to train the paraphraser on")
+                para.losses.append(total / n)
+                mb.main_bar.comment = f'reconstruction L1 {total / n:.4g}'
+        finally:
+            for m,mode in modes: m.training = mode
+        return cls(para)
+
+    def train(self, mode:bool=True):
+        "Set the translator's mode; the paraphraser stays in eval mode"
+        super().train(mode)
+        self.paraphraser.eval()
+        return self
+
+    @_fp32
+    def forward(self,
+                fm_s:dict,  # One student layer, name -> (batch, channels, height, width) or (batch, features)
+                fm_t:dict,  # The teacher layer the paraphraser was trained on, with the same batch and spatial sizes
+                **kwargs):
+        (ns,nt,s,t),*rest = _named_pairs(fm_s, fm_t, 'FT', 'spatial')
+        if rest: raise ValueError(f"FT compares one pair of layers, the teacher's being the one its paraphraser was trained on; "
+                                  f"got {len(rest) + 1}: {list(fm_s)} and {list(fm_t)}")
+        s,t = _as_4d(s, 'FT', 'student', ns),_as_4d(t, 'FT', 'teacher', nt)
+        para = self.paraphraser
+        if t.shape[1] != para.c:
+            raise ValueError(f"FT: teacher layer {nt!r} gives {t.shape[1]} channels, but the paraphraser was trained on maps with "
+                             f"{para.c}: list in activations_teacher the layer given to FT.from_teacher")
+        if self.translator is None: self.translator = self._place(_translator(s.shape[1], para.factor_channels), s)
+        conv = self.translator[0]
+        if s.shape[1] != conv.in_channels:
+            raise ValueError(f"FT: student layer {ns!r} gives {s.shape[1]} channels, but its translator was built for {conv.in_channels}")
+        with torch.no_grad(): f_t = para.encoder(t.to(para.encoder[0].weight.dtype))
+        f_s = self.translator(s.to(conv.weight.dtype))
+        return (F.normalize(f_s.flatten(1), dim=1) - F.normalize(f_t.to(f_s.dtype).flatten(1), dim=1)).abs().mean()
