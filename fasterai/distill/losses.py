@@ -13,8 +13,8 @@ from torch import Tensor
 
 # %% auto #0
 __all__ = ['SoftTarget', 'Logits', 'Mutual', 'DecoupledKD', 'DIST', 'ChannelWise', 'Attention', 'NST', 'Affinity',
-           'ActivationBoundaries', 'FitNet', 'FSP', 'ChannelWiseFeatures', 'SRD', 'Similarity', 'PKT', 'RKD', 'CC',
-           'VID', 'PADL2', 'OFD', 'ReviewKD', 'CRD', 'ContentKeys', 'Paraphraser', 'FT']
+           'ActivationBoundaries', 'FitNet', 'FSP', 'KDSVD', 'ChannelWiseFeatures', 'SRD', 'Similarity', 'PKT', 'RKD',
+           'CC', 'VID', 'PADL2', 'OFD', 'ReviewKD', 'CRD', 'ContentKeys', 'Paraphraser', 'FT']
 
 # %% ../../nbs/distill/losses.ipynb #1209fc22
 _LOSS_KWARGS = ('pred', 'teacher_pred', 'fm_s', 'fm_t', 'target')
@@ -353,6 +353,67 @@ def FSP(fm_s:dict,  # Student feature maps, name -> (batch, channels, height, wi
                              f"({nt[i]!r}, {nt[i+1]!r}) a {gt.shape[1]}×{gt.shape[2]} one: pair layers with the same numbers of channels, "
                              "or use adapters (`adapters=True`)")
         total = total + (gs - gt).pow(2).sum((1, 2)).mean()
+    return total
+
+# %% ../../nbs/distill/losses.ipynb #b2ab2edb
+class _TopSVD(torch.autograd.Function):
+    "Singular values and right singular vectors of a batch of matrices, with the authors' gradient: the terms of repeated singular values are 0"
+    @staticmethod
+    def forward(ctx, x:Tensor) -> tuple[Tensor, Tensor]:
+        u,s,vh = torch.linalg.svd(x, full_matrices=False)
+        ctx.save_for_backward(u, s, vh)
+        return s, vh.mT
+
+    @staticmethod
+    def backward(ctx, gs:Tensor, gv:Tensor) -> Tensor:
+        u,s,vh = ctx.saved_tensors
+        v = vh.mT
+        e = s.unsqueeze(-2)**2 - s.unsqueeze(-1)**2  # e[j,k] = s_k² - s_j², which torch would divide by even where it is 0
+        inv_e = torch.where(e == 0, 0., 1/e)
+        vtg = v.mT @ gv
+        inner = s.unsqueeze(-1) * (vtg - vtg.mT) * inv_e + torch.diag_embed(gs)
+        return u @ inner @ vh + (u / (s + 1e-8).unsqueeze(-2)) @ (gv.mT - gv.mT @ v @ vh)  # the second term: the part of gv outside V's span
+
+def _svd_top(f:Tensor, k:int) -> tuple[Tensor, Tensor]:
+    "The top `k` singular values of each item's map (positions × channels), scaled to unit norm, and the matching right singular vectors"
+    s,v = _TopSVD.apply(f.flatten(2).mT)
+    return F.normalize(s[:, :k], dim=1),v[:, :, :k]
+
+def _align(v_s:Tensor, v_t:Tensor) -> Tensor:
+    "For each teacher vector, the student vector with the largest absolute cosine with it, signed by that cosine"
+    cos = v_s.mT @ v_t
+    idx = cos.abs().argmax(1, keepdim=True)
+    return v_s.gather(2, idx.expand(-1, v_s.shape[1], -1)) * cos.gather(1, idx).sign()
+
+def _rbf(v:Tensor, v_prev:Tensor) -> Tensor:
+    "Gaussian RBF, of width 8, between the entries of each singular vector of a layer and those of the layer before"
+    return torch.exp(-(v.unsqueeze(2) - v_prev.unsqueeze(1))**2 / 8)
+
+@_fp32
+def KDSVD(fm_s:dict,  # Student feature maps, name -> (batch, channels, height, width), consecutive layers in order
+          fm_t:dict,  # Teacher feature maps in the same order, with the student's numbers of channels
+          k:int=1,    # Singular vectors kept from the teacher (the student keeps `k+3` to choose from)
+          **kwargs):
+    "Squared distance between RBF kernels of consecutive layers' top singular vectors, averaged over items where the authors' code sums (Lee et al., 2018)"
+    if k < 1: raise ValueError(f"KDSVD: k={k}, but it needs at least one singular vector (k >= 1)")
+    maps = _pairs(fm_s, fm_t, 'KDSVD', 'batch', min_ndim=3)
+    ns,nt = list(fm_s),list(fm_t)
+    if len(maps) < 2:
+        raise ValueError(f"KDSVD relates consecutive layers, but got {len(maps)} student layer {ns}: list at least two, in the order of the network")
+    vs = []
+    for (s,t),a,b in zip(maps, ns, nt):
+        if s.shape[1] != t.shape[1]:
+            raise ValueError(f"KDSVD: student layer {a!r} gives {tuple(s.shape)} but teacher layer {b!r} gives {tuple(t.shape)}; KDSVD "
+                             "compares singular vectors over the channels, so it needs the same number: use adapters (`adapters=True`)")
+        sv_t,v_t = _svd_top(t, k)
+        v_t = v_t * v_t.gather(1, v_t.abs().argmax(1, keepdim=True)).sign()  # the largest entry positive: a sign that does not depend on the library
+        v_s = _align(_svd_top(s, k+3)[1], v_t)
+        w = sv_t.unsqueeze(1)
+        vs.append((v_s*w, v_t*w))
+    total = 0.
+    for (s0,t0),(s1,t1) in zip(vs, vs[1:]):
+        n = min(t0.shape[2], t1.shape[2])
+        total = total + (_rbf(s1[..., :n], s0[..., :n]) - _rbf(t1[..., :n], t0[..., :n])).pow(2).sum((1, 2, 3)).mean()
     return total
 
 # %% ../../nbs/distill/losses.ipynb #374aba0d
