@@ -5,6 +5,7 @@
 # %% ../../nbs/distill/layers.ipynb #769a502b
 from __future__ import annotations
 import difflib
+from contextlib import contextmanager
 from typing import Any
 from fastai.basics import *
 import torch
@@ -27,6 +28,15 @@ def get_model_layers(
     if getLayerRepr: return OrderedDict((n, repr(model.get_submodule(n))) for n in names)
     return names
 
+@contextmanager
+def _in_eval(model:nn.Module):
+    "`model` in eval mode inside the block, and every submodule back in its own mode after it, even after an error"
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try: yield model
+    finally:
+        for m,mode in modes: m.training = mode
+
 def _trace(model:nn.Module, xb) -> list[tuple[str, Any]]:
     "Run `model` once on `xb` (eval mode, no grad) and list `(name, first input, output)` for each module call, in completion order"
     calls = []
@@ -34,13 +44,10 @@ def _trace(model:nn.Module, xb) -> list[tuple[str, Any]]:
         def hook(m, i, o): calls.append((n, i[0] if isinstance(i, tuple) and i else i, o))
         return hook
     handles = [m.register_forward_hook(_rec(n)) for n,m in model.named_modules(remove_duplicate=False) if n]
-    modes = [(m, m.training) for m in model.modules()]
     try:
-        model.eval()
-        with torch.no_grad(): model(*(xb if isinstance(xb, (tuple, list)) else (xb,)))
+        with _in_eval(model), torch.no_grad(): model(*(xb if isinstance(xb, (tuple, list)) else (xb,)))
     finally:
         for h in handles: h.remove()
-        for m,mode in modes: m.training = mode
     return calls
 
 def _output_shapes(model, names, xb):

@@ -948,7 +948,7 @@ from fastcore.basics import tuplify
 from fastprogress.fastprogress import master_bar, progress_bar
 from fastai.callback.hook import hook_output
 from fastai.data.core import DataLoaders
-from .layers import _find_layer
+from .layers import _find_layer, _in_eval
 
 def _leaky(*layers) -> nn.Sequential:
     "Each layer followed by a leaky ReLU of slope 0.1, as in the authors' code"
@@ -1025,10 +1025,8 @@ class FT(_LearnedLoss):
         if not lr > 0: raise ValueError(f"FT.from_teacher: lr={lr!r}, but the learning rate must be positive")
         if isinstance(dl, DataLoaders): dl = dl.train
         n_inp,device,dtype = getattr(dl, 'n_inp', 1),_device(teacher),_float_dtype(teacher)
-        modes = [(m, m.training) for m in teacher.modules()]
         para = opt = None
-        teacher.eval()
-        try:
+        with _in_eval(teacher):
             mb = master_bar(range(epochs))
             for _ in mb:
                 total,n = 0.,0
@@ -1046,12 +1044,10 @@ class FT(_LearnedLoss):
                     loss = F.l1_loss(para(t), t)  # the authors' code: the mean absolute error, where the paper squares
                     opt.zero_grad(); loss.backward(); opt.step()
                     para.steps += 1
-                    total,n = total + loss.item(),n + 1
+                    total,n = total + loss.detach(),n + 1  # read once per pass: no wait for the device at each step
                 if not n: raise ValueError("FT.from_teacher: dl gave no batch: pass the batches to train the paraphraser on")
-                para.losses.append(total / n)
-                mb.main_bar.comment = f'reconstruction L1 {total / n:.4g}'
-        finally:
-            for m,mode in modes: m.training = mode
+                para.losses.append(total.item() / n)
+                mb.main_bar.comment = f'reconstruction L1 {para.losses[-1]:.4g}'
         return cls(para)
 
     def train(self, mode:bool=True):
