@@ -9,12 +9,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
-from fastcore.basics import store_attr, listify, tuplify
+from fastcore.basics import store_attr, listify
 from fastprogress.fastprogress import master_bar, progress_bar
 from fastai.callback.core import Callback
 from fastai.callback.hook import hook_output
 from fastai.data.core import DataLoaders
 from ..layers import _find_layer, _in_eval
+from ..teacher import _as_teacher, _device, _float_dtype, _cast, _inputs
 from ..cache import TeacherCache
 from .base import _fp32, _up, _pairs
 
@@ -233,12 +234,9 @@ class OFD(_LearnedLoss):
                      teacher:nn.Module,  # The teacher, or a `Learner` whose model is the teacher
                      layers:str|list):   # Names of its BatchNorm layers, as in `activations_teacher`
         "An `OFD` with the margins of the teacher's BatchNorm layers named `layers`"
-        if not isinstance(teacher, nn.Module): teacher = getattr(teacher, 'model', teacher)
-        if not isinstance(teacher, nn.Module): raise TypeError(f"OFD.from_teacher: teacher must be an nn.Module or a Learner, got {type(teacher).__name__}")
-        bns = []
+        teacher,bns = _as_teacher(teacher),[]
         for n in listify(layers):
-            try: m = teacher.get_submodule(n)
-            except AttributeError: raise ValueError(f"OFD.from_teacher: the teacher has no layer named {n!r} (see `get_model_layers`)") from None
+            m = _find_layer(teacher, n, 'teacher')
             if not _is_bn(m): raise TypeError(f"OFD.from_teacher: teacher layer {n!r} is a {type(m).__name__}, not a BatchNorm. {_BN_WHY}.")
             bns.append(m)
         return cls(bns)
@@ -499,8 +497,6 @@ class Paraphraser(nn.Module):
 # %% ../../../nbs/distill/losses_learned.ipynb #d488d955
 def _fit_paraphraser(teacher, layer:str, dl, rate:float, epochs:int, lr:float) -> Paraphraser:
     "The first stage of `FT.from_teacher`: a `Paraphraser` of the teacher's maps at `layer`, trained with Adam over `epochs` passes on `dl`"
-    # that module imports this one: import what it defines when the function runs
-    from fasterai.distill.distillation_callback import _as_teacher, _device, _float_dtype
     teacher = _as_teacher(teacher)
     if not isinstance(layer, str):
         raise TypeError(f"FT.from_teacher: layer must be the name of one teacher layer, as in activations_teacher, got a "
@@ -510,17 +506,15 @@ def _fit_paraphraser(teacher, layer:str, dl, rate:float, epochs:int, lr:float) -
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"FT.from_teacher: epochs={epochs!r}, but the paraphraser needs at least one pass over dl")
     if not lr > 0: raise ValueError(f"FT.from_teacher: lr={lr!r}, but the learning rate must be positive")
-    if isinstance(dl, DataLoaders): dl = dl.train
-    n_inp,device,dtype = getattr(dl, 'n_inp', 1),_device(teacher),_float_dtype(teacher)
+    if isinstance(dl, DataLoaders): dl = dl.train  # its length sizes the progress bar
+    device,dtype = _device(teacher),_float_dtype(teacher)
     para = opt = None
     with _in_eval(teacher):
         mb = master_bar(range(epochs))
         for _ in mb:
             total,n = 0.,0
-            for b in progress_bar(dl, parent=mb):
-                xb = [x.to(device) if device is not None and isinstance(x, Tensor) else x for x in tuplify(b)[:n_inp]]
-                xb = [x.to(dtype) if dtype and isinstance(x, Tensor) and x.is_floating_point() else x for x in xb]
-                with hook_output(mod) as h, torch.no_grad(): teacher(*xb)
+            for xb in progress_bar(_inputs(dl, device), total=len(dl), parent=mb):
+                with hook_output(mod) as h, torch.no_grad(): teacher(*_cast(xb, dtype))
                 if not isinstance(h.stored, Tensor):
                     raise TypeError(f"FT.from_teacher: teacher layer {layer!r} returned a {type(h.stored).__name__}, not a tensor: "
                                     "hook a submodule that returns a single tensor")
