@@ -16,7 +16,7 @@ from fastai.callback.hook import hook_output
 from fastai.data.core import DataLoaders
 from ..layers import _find_layer, _in_eval
 from ..teacher import _as_teacher, _device, _float_dtype, _cast, _inputs
-from ..cache import TeacherCache
+from ..cache import item_keys
 from .base import _fp32, _up, _pairs
 
 # %% auto #0
@@ -453,7 +453,7 @@ class ContentKeys(Callback):
         for l in self.losses:
             if not isinstance(l, nn.Module): raise TypeError(f"ContentKeys takes the loss instances that read ids, such as CRD(...), got {type(l).__name__}")
     def before_batch(self):
-        keys = TeacherCache.keys(self.xb)
+        keys = item_keys(self.xb)
         for l in self.losses: l.ids = keys
 
 # %% ../../../nbs/distill/losses_learned.ipynb #b865fd0e
