@@ -63,9 +63,8 @@ def _pooled(f:Tensor) -> Tensor:
     return f.flatten(2).mean(2) if f.ndim > 2 else f
 
 # %% ../../../nbs/distill/losses_learned.ipynb #65154ccc
-class SRD(nn.Module):
+class SRD(_LearnedLoss):
     "Softmax regression representation learning: the student's features through the teacher's frozen classifier (Yang et al., 2021)"
-    __name__ = 'SRD'  # the callback's column name
     def __init__(self,
                  head:nn.Module,             # The teacher's classifier, from the listed teacher layer to its logits; never trained
                  w_feat:float=1.,            # Weight of the feature term
@@ -102,7 +101,7 @@ class SRD(nn.Module):
         if not self.checked: self._check(t, tp, *fm_t)
         if self.connector is None:
             needed = self.use_connector or (self.use_connector is None and s.shape[1] != t.shape[1]) or s.ndim != t.ndim
-            self.connector = (_srd_connector(s, t) if needed else nn.Identity()).to(s.device).train(self.training)
+            self.connector = self._place(_srd_connector(s, t) if needed else nn.Identity(), s)
         s = self.connector(s)
         return self.w_feat * F.mse_loss(_pooled(s), _pooled(t)) + self.w_logits * F.mse_loss(self.through_head(s), tp)
 
