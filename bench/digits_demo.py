@@ -2,6 +2,7 @@
 """Distil a CNN teacher into an MLP student 12 times smaller, on real data, in about a minute on 2 idle CPU cores.
 
     bash .ci/venv && .venv/bin/python bench/digits_demo.py
+    .venv/bin/python bench/digits_demo.py --quick    # smoke run: one epoch per model, numbers not meaningful
 
 It runs PyTorch on one thread: these models are so small that more threads only wait for each other (on a busy
 2-core machine, two threads made it six times slower). `--threads N` changes that.
@@ -18,30 +19,27 @@ and 540 test images. Labels are scarce: only 200 training images (20 per class) 
    teacher's outputs are cached (`cache_mb`) and it runs once per image.
 
 One seed, the first of the three that the tutorial `nbs/tutorials/distill/distill_callback.ipynb` runs: on the same
-machine it prints the tutorial's numbers for seed 0. Single runs move by about a point with the seed and with the
+machine it prints the tutorial's numbers for seed 0, since the data, the models and the augmentation are the
+tutorial's (`fasterai.distill.examples`), drawn in the same order. Single runs move by about a point with the seed and with the
 CPU (its vector instructions change how floats are rounded), so compare runs over seeds, as the tutorial does.
 """
 import warnings
 warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated')  # printed when fastai is imported
-import math, os, platform, sys, time
+import os, platform, sys, time
 from pathlib import Path
-import numpy as np
-import torch, torch.nn as nn, torch.nn.functional as F, fastai
+import torch, torch.nn.functional as F, fastai
 from fastai.basics import *
 from fastai.callback.progress import *
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from fasterai.distill.all import *
+from fasterai.distill.examples import digits, pick_labels, digits_cnn, digits_mlp, RandomAffine
 
 SEED, PER_CLASS = 0, 20
+EPOCHS = (1, 1, 1) if '--quick' in sys.argv else (6, 8, 12)  # teacher, student, distilled student
 torch.set_num_threads(int(sys.argv[sys.argv.index('--threads') + 1]) if '--threads' in sys.argv else 1)
 
 # Data: pixels in [0, 1], images shaped (1, 8, 8) so that the CNN and the MLP (which flattens) take the same input
-x, y = load_digits(return_X_y=True)
-x, y = torch.tensor(x/16, dtype=torch.float32).view(-1, 1, 8, 8), torch.tensor(y)
-x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.3, stratify=y, random_state=0)
-rng = np.random.RandomState(SEED)
-lab = torch.tensor(np.concatenate([rng.choice(np.where(y_tr == c)[0], PER_CLASS, replace=False) for c in range(10)]))
+x_tr, x_te, y_tr, y_te = digits()
+lab = pick_labels(y_tr, PER_CLASS, SEED)
 y_part = torch.full_like(y_tr, -100)  # -100: no label
 y_part[lab] = y_tr[lab]
 
@@ -52,25 +50,6 @@ def get_dls(x, y, repeat):
 
 def dls_lab(): return get_dls(x_tr[lab], y_tr[lab], repeat=30)  # 200 labelled images: 187 batches per epoch
 def dls_all(): return get_dls(x_tr, y_part, repeat=5)            # all 1,257 images, 200 of them labelled: 196 batches per epoch
-
-def conv_bn(ni, nf): return [nn.Conv2d(ni, nf, 3, padding=1), nn.BatchNorm2d(nf), nn.ReLU()]
-def cnn(): return nn.Sequential(*conv_bn(1, 32), *conv_bn(32, 64), nn.MaxPool2d(2), *conv_bn(64, 64),
-                                nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
-def mlp(): return nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
-
-class RandomAffine(Callback):
-    "Rotate (up to `deg` degrees), shift (up to `px` pixels) and rescale (up to `scale`) each training image"
-    def __init__(self, deg=10, px=1, scale=0.1): store_attr()
-    def before_batch(self):
-        if not self.training: return
-        xb = self.xb[0]
-        n = len(xb)
-        def u(*shape): return torch.rand(*shape) * 2 - 1
-        a, s, t = u(n) * math.radians(self.deg), 1 + u(n) * self.scale, u(n, 2) * self.px * 2 / xb.shape[-1]
-        theta = torch.stack([torch.stack([s*a.cos(), -s*a.sin(), t[:, 0]], 1),
-                             torch.stack([s*a.sin(),  s*a.cos(), t[:, 1]], 1)], 1)
-        grid = F.affine_grid(theta, list(xb.shape), align_corners=False)
-        self.learn.xb = (F.grid_sample(xb, grid, align_corners=False),)
 
 def masked_ce(pred, targ):
     "Cross-entropy over the labelled items only (label -100 = unlabelled); 0, not NaN, for a batch without any"
@@ -90,9 +69,9 @@ def train(name, get_dls, get_model, epochs, loss_func=CrossEntropyLossFlat(), cb
     results.append((name, acc, sum(p.numel() for p in model.parameters()), secs))
     return learn
 
-teacher = train('Teacher: CNN on the 200 labelled images', dls_lab, cnn, 6, cbs=RandomAffine()).model
-train('Student without distillation: MLP on the 200 labelled images', dls_lab, mlp, 8)
-train('Distilled student: MLP on 200 labelled + 1,057 unlabelled images', dls_all, mlp, 12, loss_func=masked_ce,
+teacher = train('Teacher: CNN on the 200 labelled images', dls_lab, digits_cnn, EPOCHS[0], cbs=RandomAffine()).model
+train('Student without distillation: MLP on the 200 labelled images', dls_lab, digits_mlp, EPOCHS[1])
+train('Distilled student: MLP on 200 labelled + 1,057 unlabelled images', dls_all, digits_mlp, EPOCHS[2], loss_func=masked_ce,
       cbs=KnowledgeDistillationCallback(teacher, partial(SoftTarget, T=4), weight=0.9, schedule=cos, cache_mb=4))
 
 print(f'\nTest accuracy on {len(x_te)} images, seed {SEED}, {PER_CLASS} labels per class')

@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse, gc, json, os, resource, subprocess, sys
 from concurrent.futures import ThreadPoolExecutor
 
-def _status_kib(field):
+def status_kib(field):
+    "A field of /proc/self/status, in KiB (Linux)"
     for l in open('/proc/self/status'):
         if l.startswith(field + ':'): return int(l.split()[1])
 
-def _reset_peak() -> bool:
+def reset_peak() -> bool:
+    "Reset VmHWM, the peak resident memory, to the current RSS; False where the kernel cannot"
     try:
         with open('/proc/self/clear_refs', 'w') as f: f.write('5')  # Linux >= 4.0: VmHWM := VmRSS
         return True
@@ -29,9 +31,9 @@ def run(name, threads, layout, n_train, epochs):
     with torch.no_grad(): w.teacher.eval()(w.train[0][0])
     learn = w.learner(name)
     gc.collect()
-    before, reset = _status_kib('VmRSS'), _reset_peak()
+    before, reset = status_kib('VmRSS'), reset_peak()
     learn.fit(epochs, 1e-3)
-    peak = _status_kib('VmHWM') if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = status_kib('VmHWM') if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return dict(config=name, peak_kib=peak, before_kib=before, reset=reset)
 
 def measure(names, threads, layout, n_train, epochs, parallel=1):

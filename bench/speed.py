@@ -27,13 +27,6 @@ def keep_freed_memory() -> bool:
     M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3  # mallopt's codes; 32 MiB is the largest mmap threshold
     return all(libc.mallopt(k, v) == 1 for k, v in ((M_TRIM_THRESHOLD, 2**30), (M_TOP_PAD, 2**28), (M_MMAP_THRESHOLD, 2**25)))
 
-def cpu_model():
-    "The CPU's name, family and model, and its vector extensions: a VM's name alone may not tell which CPU it is"
-    try: info = {k.strip(): v.strip() for k, v in (l.split(':', 1) for l in open('/proc/cpuinfo').read().split('\n\n')[0].splitlines() if ':' in l)}
-    except OSError: return platform.processor() or platform.machine()
-    isa = [n for f, n in (('avx512f', 'AVX-512'), ('amx_tile', 'AMX'), ('avx2', 'AVX2'), ('asimd', 'NEON')) if f in info.get('flags', info.get('Features', '')).split()]
-    return f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')}; {', '.join(isa)})"
-
 def spread(xs):
     q = statistics.quantiles(xs, n=4) if len(xs) > 1 else [xs[0]] * 3
     return f'{statistics.median(xs):.3f} ({q[0]:.2f}–{q[2]:.2f})'
@@ -49,7 +42,7 @@ def main(a):
     student = W.cnn(W.W_STUDENT, a.layout)
     ms, mt = W.macs(student), W.macs(w.teacher)
     print('# KnowledgeDistillationCallback: cost per batch' + (' (--quick: numbers not meaningful)' if a.quick else ''))
-    print(f'\n- CPU: {cpu_model()}, {len(os.sched_getaffinity(0))} usable cores; torch.get_num_threads() = {torch.get_num_threads()}; '
+    print(f'\n- CPU: {T.cpu_model()}, {len(os.sched_getaffinity(0))} usable cores; torch.get_num_threads() = {torch.get_num_threads()}; '
           f'torch {torch.__version__} (CPU kernels: {torch.backends.cpu.get_cpu_capability()}), fastai {fastai_version}, Python {platform.python_version()}')
     print(f'- student {ms/1e6:.2f} MMACs/item, teacher {mt/1e6:.2f} (×{mt/ms:.1f}), layout {a.layout}; synthetic 3x32x32, bs={W.BS}, '
           f"{cfg['n_train']} train / {cfg['n_valid']} valid batches an epoch; glibc malloc: " + ('freed memory kept (mallopt)' if kept else 'default'))

@@ -1,11 +1,23 @@
 "Time per training or validation batch, measured inside the epochs, so that what is paid once per fit or epoch stays out"
 from __future__ import annotations
-import gc, statistics, time
+import gc, platform, statistics, time
 import torch
 from fastai.callback.core import Callback
 from fasterai.distill.distillation_callback import KnowledgeDistillationCallback
 
 def now(): return time.perf_counter(), time.process_time()  # wall; CPU time of this process (not the time it waited for a CPU)
+
+def timed(f):
+    "(wall, CPU) seconds of `f()`"
+    t0 = now(); f(); t1 = now()
+    return t1[0] - t0[0], t1[1] - t0[1]
+
+def cpu_model():
+    "The CPU's name, family and model, and its vector extensions: a VM's name alone may not tell which CPU it is"
+    try: info = {k.strip(): v.strip() for k, v in (l.split(':', 1) for l in open('/proc/cpuinfo').read().split('\n\n')[0].splitlines() if ':' in l)}
+    except OSError: return platform.processor() or platform.machine()
+    isa = [n for f, n in (('avx512f', 'AVX-512'), ('amx_tile', 'AMX'), ('avx2', 'AVX2'), ('asimd', 'NEON')) if f in info.get('flags', info.get('Features', '')).split()]
+    return f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')}; {', '.join(isa)})"
 
 def per_batch(marks):
     "(wall, CPU) medians of the intervals between consecutive marks: one interval is one whole batch"
@@ -94,3 +106,37 @@ def channels_last_costs(w, rounds):
     for _ in range(rounds): default.append(teacher_pass(w.teacher, w.train)[1]); cl.append(teacher_pass(w.teacher_cl, w.train)[1])
     med = statistics.median
     return med(default), med(cl), med([c / d for c, d in zip(cl, default)])
+
+class Mark(Callback):
+    "One mark of a `Stopwatch` at its `order`: each event of a training batch that reaches this place is noted there"
+    run_valid = False
+    def __init__(self, sw, where, order): self.sw, self.where, self.order = sw, where, order
+    def before_batch(self): self.sw.mark(self.where, 'before_batch')
+    def after_pred(self): self.sw.mark(self.where, 'after_pred')
+    def after_loss(self): self.sw.mark(self.where, 'after_loss')
+    def after_backward(self): self.sw.mark(self.where, 'after_backward')
+    def after_step(self): self.sw.mark(self.where, 'after_step')
+    def after_batch(self): self.sw.mark(self.where, 'after_batch')
+
+class Stopwatch:
+    """Per training batch, from fastai's events alone: the whole batch (first `before_batch` to last `after_batch`), the
+    model's forward (with what its hooks run), the backward pass, the time spent in the events of the callbacks at
+    `order` (between two marks just before and after it: nothing else may sit there), and how much `probe()` grew.
+    Add `sw.cbs` to a learner; each batch appends a dict to `sw.rows`"""
+    def __init__(self, order, probe=lambda: 0.):
+        self.probe, self.rows = probe, []
+        self.cbs = [Mark(self, w, o) for w, o in (('first', -1000), ('open', order - 0.5), ('close', order + 0.5), ('last', 1000))]
+
+    def mark(self, where, event):
+        t = time.perf_counter()
+        if where == 'open': self.t_open = t
+        elif where == 'close': self.row['own'] += t - self.t_open
+        elif where == 'first':
+            if event == 'before_batch': self.t0, self.row = t, dict(own=0., probe=self.probe())
+            elif event == 'after_pred': self.row['forward'] = t - self.t_fwd
+            elif event == 'after_backward': self.row['backward'] = t - self.t_bwd
+        elif event == 'before_batch': self.t_fwd = t  # the last callback before the forward
+        elif event == 'after_loss': self.t_bwd = t    # the last callback before the backward pass
+        elif event == 'after_batch':
+            self.row.update(batch=t - self.t0, probe=self.probe() - self.row['probe'])
+            self.rows.append(self.row)

@@ -18,10 +18,10 @@ CACHE_MB = 256
 def block(ci, co, stride):
     return nn.Sequential(nn.Conv2d(ci, co, 3, stride, 1, bias=False), nn.BatchNorm2d(co), nn.ReLU(inplace=True))
 
-def cnn(w, layout='resnet'):
-    """3x32x32 -> 10 classes. resnet: a stem that halves the resolution, then three stages of two conv blocks, whose
+def cnn(w, layout='resnet', n_out=N_CLASSES):
+    """3x32x32 -> `n_out` classes. resnet: a stem that halves the resolution, then three stages of two conv blocks, whose
     outputs are the maps `b1`, `b2`, `b3`; flat: one conv block per stage and no stem (maps 4x larger, same MACs)"""
-    head = OrderedDict(pool=nn.AdaptiveAvgPool2d(1), flat=nn.Flatten(), fc=nn.Linear(4*w, N_CLASSES))
+    head = OrderedDict(pool=nn.AdaptiveAvgPool2d(1), flat=nn.Flatten(), fc=nn.Linear(4*w, n_out))
     if layout == 'flat': return nn.Sequential(OrderedDict(b1=block(3, w, 1), b2=block(w, 2*w, 2), b3=block(2*w, 4*w, 2), **head))
     def stage(ci, co, s): return nn.Sequential(block(ci, co, s), block(co, co, 1))
     return nn.Sequential(OrderedDict(stem=block(3, w, 2), b1=stage(w, w, 1), b2=stage(w, 2*w, 2), b3=stage(2*w, 4*w, 2), **head))
@@ -35,9 +35,10 @@ def macs(model):
     for h in hs: h.remove()
     return sum(n)
 
-def batches(n, seed):
+def batches(n, seed, n_out=N_CLASSES):
+    "`n` synthetic batches, the same in every process for the same `seed`"
     g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(BS, 3, 32, 32, generator=g), torch.randint(0, N_CLASSES, (BS,), generator=g)) for _ in range(n)]
+    return [(torch.randn(BS, 3, 32, 32, generator=g), torch.randint(0, n_out, (BS,), generator=g)) for _ in range(n)]
 
 class Workload:
     "The teacher, the student's initial weights and the pre-batched data; `learner(name)` builds one configuration"
