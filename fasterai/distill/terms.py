@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 from ..core.schedule import Schedule
-from .losses import _loss_params
+from .losses.base import _loss_params
 
 # %% auto #0
 __all__ = ['DistillLoss']

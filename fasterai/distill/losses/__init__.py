@@ -17,7 +17,8 @@ from .relational import *
 # %% ../../../nbs/distill/losses.ipynb #d55af950
 # Importing the torch-only losses should cost only torch. The learned ones need fastai, and CRD the cache's content keys
 # (sqlite3, xxhash): their names are looked up in this table, and their module imported, on first use
-_LAZY = {n: 'learned' for n in ('SRD', 'VID', 'PADL2', 'OFD', 'ReviewKD', 'CRD', 'ContentKeys', 'Paraphraser', 'FT')}
+_LAZY = {**{n: 'learned' for n in ('SRD', 'VID', 'PADL2', 'OFD', 'ReviewKD', 'Paraphraser', 'FT')},
+         **{n: 'contrastive' for n in ('CRD', 'ContentKeys')}}
 
 def __getattr__(name:str):
     "A name of `_LAZY`, imported from its module when it is first asked for"
