@@ -17,6 +17,20 @@ __all__ = []
 # %% ../../../nbs/distill/losses_base.ipynb #1209fc22
 _LOSS_KWARGS = ('pred', 'teacher_pred', 'fm_s', 'fm_t', 'target')
 
+_WRAP = ("wrap it in a function with those names, such as `def kd(pred, teacher_pred, **kwargs): return {call}`, and pass "
+         "`kd`")
+
+def _how_to_call(loss, name:str, missing:set, unknown:set) -> str:
+    "What to do with a loss whose signature does not fit the calling convention"
+    if isinstance(loss, nn.Module) and type(loss).__module__.startswith('torch.nn'):  # a torch loss: forward(input, target)
+        return (f"it is a torch loss module, whose forward takes ({', '.join(inspect.signature(loss.forward).parameters)}): "
+                + _WRAP.format(call="nn.KLDivLoss(reduction='batchmean', log_target=True)(F.log_softmax(pred, 1), F.log_softmax(teacher_pred, 1))"
+                               if name == 'KLDivLoss' else f"nn.{name}()(pred, teacher_pred)"))
+    if missing: return (f"it requires {sorted(missing)}, which the callback never passes: it calls a loss with the student's output "
+                        "`pred`, the teacher's `teacher_pred`, the feature maps `fm_s` and `fm_t` and the labels `target`. "
+                        "Name its parameters so (and add **kwargs for the others), or " + _WRAP.format(call=f"{name}(pred, teacher_pred)"))
+    return f"add **kwargs to absorb {sorted(unknown)}, which it does not take"
+
 def _loss_params(loss:Callable) -> set:
     "The keyword arguments `loss` names (and `'**'` if it takes `**kwargs`); raises if it cannot be called with `_LOSS_KWARGS`"
     if not callable(loss): raise TypeError(f"loss must be a function such as `SoftTarget`, got {type(loss).__name__}")
@@ -28,10 +42,8 @@ def _loss_params(loss:Callable) -> set:
     required = {p.name for p in ps if p.default is p.empty and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
     missing, unknown = required - set(_LOSS_KWARGS), set(_LOSS_KWARGS) - named
     name = getattr(loss, '__name__', type(loss).__name__)
-    if missing or (unknown and not has_var_kw):
-        raise TypeError(f"loss {name}{sig} cannot be called as loss(pred=, teacher_pred=, fm_s=, fm_t=, target=): "
-                        + (f"it requires {sorted(missing)}. " if missing else "")
-                        + (f"Add **kwargs to absorb {sorted(unknown)}." if unknown and not has_var_kw else ""))
+    if missing or (unknown and not has_var_kw): raise TypeError(f"loss {name}{sig} cannot be called as loss(pred=, teacher_pred=, "
+                                                                f"fm_s=, fm_t=, target=): {_how_to_call(loss, name, missing, unknown)}")
     return named | ({'**'} if has_var_kw else set())
 
 # %% ../../../nbs/distill/losses_base.ipynb #a5cd8805
@@ -62,20 +74,24 @@ def _up(x:Tensor) -> Tensor:
     return x if x.dtype == torch.float64 else x.float()
 
 # %% ../../../nbs/distill/losses_base.ipynb #1d1b2b58
-def _rows(z:Tensor) -> Tensor:
-    "Class scores as rows: `(B, C, *)` becomes `(B*prod(*), C)`"
-    return z.movedim(1, -1).reshape(-1, z.shape[1]) if z.ndim > 2 else z
+def _rows(z:Tensor, axis:int=1) -> Tensor:
+    "Class scores on `axis` as rows: `(B, C, *)` becomes `(B*prod(*), C)` with `axis=1`, `(B, T, V)` becomes `(B*T, V)` with `axis=-1`"
+    if z.ndim == 2 and axis in (1, -1): return z
+    return z.movedim(axis, -1).reshape(-1, z.shape[axis])
 
-def _outputs(pred, teacher_pred, loss:str, rows:bool=True) -> tuple[Tensor, Tensor]:
-    "Check the student and teacher outputs for `loss`, detach the teacher's and upcast both"
+def _outputs(pred, teacher_pred, loss:str, rows:bool=True, axis:int=1) -> tuple[Tensor, Tensor]:
+    "Check the student and teacher outputs for `loss`, detach the teacher's and upcast both; as rows of the classes on `axis`"
     for role,o in (('student output `pred`', pred), ('teacher output `teacher_pred`', teacher_pred)):
         if not isinstance(o, Tensor): raise TypeError(f"{loss}: the {role} is a {type(o).__name__}, not a tensor")
     if pred.shape != teacher_pred.shape:
         raise ValueError(f"{loss}: student output {tuple(pred.shape)} vs teacher output {tuple(teacher_pred.shape)}: "
                          "do they predict the same number of classes?")
     if rows and pred.ndim < 2: raise ValueError(f"{loss} needs class scores of shape (batch, classes, ...), got {tuple(pred.shape)}")
+    if rows and not (0 < axis % pred.ndim if -pred.ndim <= axis < pred.ndim else False): raise ValueError(
+        f"{loss}: axis={axis} is not a class axis of outputs {tuple(pred.shape)}: give the axis of the classes, not the batch's "
+        "(1 for (batch, classes, ...), -1 for a language model's (batch, seq_len, vocab))")
     s,t = _up(pred),_up(teacher_pred.detach())
-    return (_rows(s), _rows(t)) if rows else (s, t)
+    return (_rows(s, axis), _rows(t, axis)) if rows else (s, t)
 
 # %% ../../../nbs/distill/losses_base.ipynb #e89cda32
 _NEEDS = {

@@ -4,6 +4,7 @@
 
 # %% ../../../nbs/distill/losses_output.ipynb #8cd6a5af
 from __future__ import annotations
+import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -24,15 +25,34 @@ def _standardised(s:Tensor, t:Tensor, on:bool) -> tuple[Tensor, Tensor]:
     return (_zscore(s), _zscore(t)) if on else (s, t)
 
 # %% ../../../nbs/distill/losses_output.ipynb #5f4d8f71
+def _kl_rows(logp:Tensor, logq:Tensor) -> Tensor:
+    "KL(p || q) between rows of log-probabilities, summed over classes and averaged over rows (a gradient to both)"
+    return (logp.exp() * (logp - logq)).sum(1).mean()
+
+_DIVERGENCES = ('forward', 'reverse', 'jsd')
+
+def _divergence(logp_s:Tensor, logp_t:Tensor, divergence:str='forward', beta:float=0.5, loss:str='SoftTarget') -> Tensor:
+    "KL(teacher || student) ('forward'), KL(student || teacher) ('reverse'), or the generalised JSD with `beta` ('jsd'), averaged over rows"
+    if divergence == 'forward': return _kl(logp_s, logp_t)
+    if divergence == 'reverse': return _kl_rows(logp_s, logp_t)
+    if divergence != 'jsd': raise ValueError(f"{loss}: divergence={divergence!r}: use one of {', '.join(map(repr, _DIVERGENCES))}")
+    if not 0 < beta < 1: raise ValueError(f"{loss}: beta={beta!r}: the generalised JSD mixes the two distributions with a beta strictly "
+                                          "between 0 and 1 (its limits are the forward KL, beta -> 0, and the reverse KL, beta -> 1, up to scale)")
+    logm = torch.logsumexp(torch.stack([logp_t + math.log(beta), logp_s + math.log(1 - beta)]), 0)  # m = beta*t + (1-beta)*s
+    return beta * _kl_rows(logp_t, logm) + (1 - beta) * _kl_rows(logp_s, logm)
+
 @_fp32
 def SoftTarget(pred:Tensor,             # Student logits, (batch, classes, ...)
                teacher_pred:Tensor,     # Teacher logits, same shape
                T:float=5,               # Temperature that softens both distributions
                logit_stand:bool=False,  # Z-score each item's logits before the temperature (Sun et al., 2024)
+               divergence:str='forward',# 'forward' KL(teacher || student), 'reverse' KL(student || teacher), or 'jsd' (GKD's generalised JSD)
+               beta:float=0.5,          # With 'jsd': the teacher's share of the mixture both are compared with
+               axis:int=1,              # The axis of the classes (-1 for a language model's (batch, seq_len, vocab))
                **kwargs):
-    "KL divergence between the temperature-softened outputs, times `T**2` (Hinton et al., 2015)"
-    s,t = _standardised(*_outputs(pred, teacher_pred, 'SoftTarget'), logit_stand)
-    return _kl(F.log_softmax(s/T, dim=1), F.log_softmax(t/T, dim=1)) * T*T
+    "A divergence between the temperature-softened outputs, times `T**2`: the KL from the teacher's (Hinton et al., 2015), the reverse KL, or the generalised JSD (Agarwal et al., 2024)"
+    s,t = _standardised(*_outputs(pred, teacher_pred, 'SoftTarget', axis=axis), logit_stand)
+    return _divergence(F.log_softmax(s/T, dim=1), F.log_softmax(t/T, dim=1), divergence, beta) * T*T
 
 # %% ../../../nbs/distill/losses_output.ipynb #282b9f89
 @_fp32
@@ -48,9 +68,10 @@ def Logits(pred:Tensor,          # Student logits
 def Mutual(pred:Tensor,             # Student logits, (batch, classes, ...)
            teacher_pred:Tensor,     # Teacher (or peer) logits, same shape
            logit_stand:bool=False,  # Z-score each item's logits first (Sun et al., 2024)
+           axis:int=1,              # The axis of the classes (-1 for a language model's (batch, seq_len, vocab))
            **kwargs):
     "KL divergence between the teacher's and the student's predicted distributions (Zhang et al., 2018)"
-    s,t = _standardised(*_outputs(pred, teacher_pred, 'Mutual'), logit_stand)
+    s,t = _standardised(*_outputs(pred, teacher_pred, 'Mutual', axis=axis), logit_stand)
     return _kl(F.log_softmax(s, dim=1), F.log_softmax(t, dim=1))
 
 # %% ../../../nbs/distill/losses_output.ipynb #4e615f81
@@ -88,9 +109,10 @@ def DecoupledKD(pred:Tensor,                 # Student logits, (batch, classes, 
                 target:Tensor|None=None,     # Class labels; negative labels use the teacher's predicted class
                 normalize:bool=False,        # Softmax over the C-1 non-target logits only (NKD-style), instead of masking
                 logit_stand:bool=False,      # Z-score each item's logits before the temperature (Sun et al., 2024)
+                axis:int=1,                  # The axis of the classes (-1 for a language model's (batch, seq_len, vocab))
                 **kwargs):
     "`alpha*TCKD + beta*NCKD`, times `T**2`: target and non-target knowledge weighted apart (Zhao et al., 2022)"
-    s,t = _outputs(pred, teacher_pred, 'DecoupledKD')
+    s,t = _outputs(pred, teacher_pred, 'DecoupledKD', axis=axis)
     y = _labels(target, t, 'DecoupledKD')
     s,t = _standardised(s, t, logit_stand)
     if s.shape[1] == 1: return (s*0).sum()  # one class: both distributions are certain
@@ -112,9 +134,10 @@ def DIST(pred:Tensor,             # Student logits, (batch, classes, ...)
          gamma:float=1.,          # Weight of the intra-class term (correlation across the batch, per class)
          T:float=1.,              # Temperature
          logit_stand:bool=False,  # Z-score each item's logits before the temperature (Sun et al., 2024)
+         axis:int=1,              # The axis of the classes (-1 for a language model's (batch, seq_len, vocab))
          **kwargs):
     "One minus the Pearson correlation of the predictions, across classes and across the batch (Huang et al., 2022)"
-    s,t = _standardised(*_outputs(pred, teacher_pred, 'DIST'), logit_stand)
+    s,t = _standardised(*_outputs(pred, teacher_pred, 'DIST', axis=axis), logit_stand)
     ys,yt = F.softmax(s/T, dim=1),F.softmax(t/T, dim=1)
     inter = 1 - _pearson(ys, yt).mean()
     intra = 1 - _pearson(ys.T, yt.T).mean()
@@ -131,3 +154,9 @@ def ChannelWise(pred:Tensor,          # Student output maps, (batch, channels, h
     if s.ndim < 3: raise ValueError(f"ChannelWise needs dense outputs (batch, channels, height, width), got {tuple(s.shape)}: "
                                     "for class scores use SoftTarget")
     return _channel_kl(s, t, T)
+
+# %% ../../../nbs/distill/losses_output.ipynb #9c49ecad
+SoftTarget.takes = Mutual.takes = 'distribution'
+DecoupledKD.takes = DIST.takes = 'classes'
+Logits.takes = 'logits'
+ChannelWise.takes = 'maps'
