@@ -14,6 +14,8 @@ from fastprogress.fastprogress import progress_bar
 import numpy as np
 import torch
 import torch.nn as nn
+from .layers import _find_layer, _in_eval
+from .teacher import _as_teacher, _device, _float_dtype, _run_teacher, _inputs
 
 # %% auto #0
 __all__ = ['item_keys', 'TeacherOutputs', 'TeacherCache', 'TeacherStore']
@@ -116,19 +118,15 @@ class TeacherOutputs:
              teacher_tfm:Callable|None=None,      # `teacher_tfm(*xb)`: the teacher's own input, as in the callback
              teacher_output:Callable|None=None):  # Picks the prediction in the teacher's raw output, as in the callback
         "Run `teacher` over `dl`, with a progress bar, and keep its outputs for the items not stored yet"
-        # that module imports this one: import what it defines when the function runs
-        from fasterai.distill.distillation_callback import _as_teacher, _run_teacher, _float_dtype, _device, _find_layer
-        from fasterai.distill.layers import _in_eval
         teacher,layers = _as_teacher(teacher),listify(layers)
         mods = [_find_layer(teacher, n, 'teacher') for n in layers]
         if isinstance(dl, DataLoader): dl = dl.new(shuffle=False, drop_last=False)  # every item, once
-        n_inp,device,dtype = getattr(dl, 'n_inp', 1),_device(teacher),_float_dtype(teacher)
+        dtype = _float_dtype(teacher)
         # as in the callback: the keys are on the teacher's input, which is cast to its dtype only to run it
         def compute(xb): return _run_teacher(teacher, mods, xb, dtype, teacher_output)
         with _in_eval(teacher):
             self.watch(teacher, layers, teacher_tfm)
-            for b in progress_bar(dl, leave=False):
-                xb = [x.to(device) if device is not None else x for x in tuplify(b)[:n_inp]]
+            for xb in progress_bar(_inputs(dl, _device(teacher)), total=len(dl), leave=False):
                 if teacher_tfm is not None: xb = list(tuplify(teacher_tfm(*xb)))
                 self(xb, compute)
         return self
