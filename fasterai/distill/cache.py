@@ -38,31 +38,37 @@ def item_keys(xb) -> list[bytes]:
         for h,r in zip(hs, rows): h.update(r); h.update(tag)
     return [h.digest() for h in hs]
 
-# %% ../../nbs/distill/cache.ipynb #3c04f5fa
-class TeacherOutputs:
-    "Teacher outputs kept by the content of each input item: what the memory and the disk backends share"
+# %% ../../nbs/distill/cache.ipynb #c0b82ed3
+def _merge(old:list, new:list, hit:list, miss:list, device) -> list[Tensor]:
+    "A batch's outputs in its order, from the stored ones `old` of items `hit` and the computed ones `new` of items `miss`"
+    order = tensor(hit + miss).argsort().to(device)
+    return [torch.cat([o, n.to(o.dtype)])[order] for o,n in zip(old, new)]
+
+def _missing_error(n:int, bs:int, hint:str='') -> RuntimeError:
+    "The error for `n` of the `bs` items of a batch that have no stored output, with no teacher to compute them"
+    return RuntimeError(
+        f"{n} of the {bs} items of this batch have no stored teacher output, and there is no teacher to "
+        "compute them. The likely cause is random augmentation, whose inputs are new at every epoch: distilling on "
+        "augmented inputs (function matching) needs the teacher live. Otherwise the outputs were stored from other "
+        f"data (another split, other preprocessing or teacher_tfm).{hint}")
+
+def _nothing_reused(hits:int, misses:int, n_stored:int, shapes:set, seen:set) -> bool:
+    "Whether an epoch found none of the `n_stored` items stored before it, on inputs whose `shapes` were all `seen` before"
+    # inputs of a new shape (progressive resizing) are new items, not a sign of augmentation
+    return hits == 0 and misses > 0 and n_stored > 0 and shapes <= seen
+
+# %% ../../nbs/distill/cache.ipynb #5e3d7459
+class _Lookup:
+    "Outputs found by the key of each item, the missing ones computed and stored: the batch path of `TeacherOutputs`"
     what = 'the cache'  # how messages name the backend
     keys = staticmethod(item_keys)
     def __init__(self):
-        self.hits,self.misses,self.enabled,self.epoch_hit_rate = 0,0,True,None
-        self.teacher,self.tensors,self.version,self._start = None,[],None,(0, 0, 0)
-        self.shapes,self.epoch_shapes = set(),set()  # the items' input shapes seen before this epoch, and in it
+        self.hits,self.misses,self.enabled = 0,0,True
+        self.epoch_shapes = set()  # the items' input shapes seen in this epoch
 
     @property
     def hit_rate(self) -> float: return self.hits / max(self.hits + self.misses, 1)
     def __len__(self) -> int: raise NotImplementedError
-
-    def watch(self, teacher:nn.Module|None, layers:list|None=None, teacher_tfm:Callable|None=None):
-        "Follow `teacher`'s parameters and buffers (the callback calls this when each phase starts)"
-        self.teacher = teacher
-        self.tensors = [] if teacher is None else list(itertools.chain(teacher.parameters(), teacher.buffers()))
-
-    def _changed(self, xb) -> bool:
-        "Whether the teacher's tensors or the autocast state changed since the last batch"
-        version = tuple(t._version for t in self.tensors), tuple(_autocast_key(xb[0].device.type))
-        if version == self.version: return False
-        self.version = version
-        return True
 
     # what a backend provides
     def _check(self, xb, compute): return xb          # the teacher's input as the backend keys it
@@ -83,25 +89,38 @@ class TeacherOutputs:
         miss = [i for i,r in enumerate(rows) if r is None]
         self.hits += len(keys) - len(miss); self.misses += len(miss)
         if not miss: return self._stack(rows, xb[0].device)
-        if compute is None: raise RuntimeError(
-            f"{len(miss)} of the {len(keys)} items of this batch have no stored teacher output, and there is no teacher to "
-            "compute them. The likely cause is random augmentation, whose inputs are new at every epoch: distilling on "
-            "augmented inputs (function matching) needs the teacher live. Otherwise the outputs were stored from other "
-            f"data (another split, other preprocessing or teacher_tfm).{self._missing_hint(xb)}")
+        if compute is None: raise _missing_error(len(miss), len(keys), self._missing_hint(xb))
         if len(miss) == len(keys): return self._put(keys, compute(xb), xb)
         sub = [x[tensor(miss, device=x.device)] for x in xb]
         new = self._put([keys[i] for i in miss], compute(sub), sub)
         hit = [i for i,r in enumerate(rows) if r is not None]
-        old = self._stack([rows[i] for i in hit], xb[0].device)
-        order = tensor(hit + miss).argsort().to(xb[0].device)
-        return [torch.cat([o, n.to(o.dtype)])[order] for o,n in zip(old, new)]
+        return _merge(self._stack([rows[i] for i in hit], xb[0].device), new, hit, miss, xb[0].device)
+
+# %% ../../nbs/distill/cache.ipynb #3c04f5fa
+class TeacherOutputs(_Lookup):
+    "Teacher outputs kept by the content of each input item: what the memory and the disk backends share"
+    def __init__(self):
+        super().__init__()
+        self.epoch_hit_rate,self.teacher,self.tensors,self.version,self._start = None,None,[],None,(0, 0, 0)
+        self.shapes = set()  # the items' input shapes seen before this epoch
+
+    def watch(self, teacher:nn.Module|None, layers:list|None=None, teacher_tfm:Callable|None=None):
+        "Follow `teacher`'s parameters and buffers (the callback calls this when each phase starts)"
+        self.teacher = teacher
+        self.tensors = [] if teacher is None else list(itertools.chain(teacher.parameters(), teacher.buffers()))
+
+    def _changed(self, xb) -> bool:
+        "Whether the teacher's tensors or the autocast state changed since the last batch"
+        version = tuple(t._version for t in self.tensors), tuple(_autocast_key(xb[0].device.type))
+        if version == self.version: return False
+        self.version = version
+        return True
 
     def begin_epoch(self): self._start,self.epoch_shapes = (self.hits, self.misses, len(self) if self.enabled else 0),set()
     def end_epoch(self) -> float:
         "This epoch's hit rate; after an epoch without a hit although items were stored before it, warn once and switch off"
         hits,misses = self.hits - self._start[0],self.misses - self._start[1]
-        # inputs of a new shape (progressive resizing) are new items, not a sign of augmentation
-        if self.enabled and hits == 0 and misses > 0 and self._start[2] > 0 and self.epoch_shapes <= self.shapes:
+        if self.enabled and _nothing_reused(hits, misses, self._start[2], self.epoch_shapes, self.shapes):
             warnings.warn(f"{self.what}: no teacher output was reused in this epoch although {self._start[2]} items were "
                           "stored, so every input was new. The likely cause is random augmentation (or a teacher that "
                           f"changes). {self._remedy}")
