@@ -14,6 +14,8 @@ from fastprogress.fastprogress import progress_bar
 import numpy as np
 import torch
 import torch.nn as nn
+from .layers import _find_layer, _in_eval
+from .teacher import _as_teacher, _device, _float_dtype, _run_teacher, _inputs
 
 # %% auto #0
 __all__ = ['item_keys', 'TeacherOutputs', 'TeacherCache', 'TeacherStore']
@@ -36,31 +38,37 @@ def item_keys(xb) -> list[bytes]:
         for h,r in zip(hs, rows): h.update(r); h.update(tag)
     return [h.digest() for h in hs]
 
-# %% ../../nbs/distill/cache.ipynb #3c04f5fa
-class TeacherOutputs:
-    "Teacher outputs kept by the content of each input item: what the memory and the disk backends share"
+# %% ../../nbs/distill/cache.ipynb #0bf8247c
+def _merge(old:list, new:list, hit:list, miss:list, device) -> list[Tensor]:
+    "A batch's outputs in its order, from the stored ones `old` of items `hit` and the computed ones `new` of items `miss`"
+    order = tensor(hit + miss).argsort().to(device)
+    return [torch.cat([o, n.to(o.dtype)])[order] for o,n in zip(old, new)]
+
+def _missing_error(n:int, bs:int, hint:str='') -> RuntimeError:
+    "The error for `n` of the `bs` items of a batch that have no stored output, with no teacher to compute them"
+    return RuntimeError(
+        f"{n} of the {bs} items of this batch have no stored teacher output, and there is no teacher to "
+        "compute them. The likely cause is random augmentation, whose inputs are new at every epoch: distilling on "
+        "augmented inputs (function matching) needs the teacher live. Otherwise the outputs were stored from other "
+        f"data (another split, other preprocessing or teacher_tfm).{hint}")
+
+def _nothing_reused(hits:int, misses:int, n_stored:int, shapes:set, seen:set) -> bool:
+    "Whether an epoch found none of the `n_stored` items stored before it, on inputs whose `shapes` were all `seen` before"
+    # inputs of a new shape (progressive resizing) are new items, not a sign of augmentation
+    return hits == 0 and misses > 0 and n_stored > 0 and shapes <= seen
+
+# %% ../../nbs/distill/cache.ipynb #a34898f8
+class _Lookup:
+    "Outputs found by the key of each item, the missing ones computed and stored: the batch path of `TeacherOutputs`"
     what = 'the cache'  # how messages name the backend
     keys = staticmethod(item_keys)
     def __init__(self):
-        self.hits,self.misses,self.enabled,self.epoch_hit_rate = 0,0,True,None
-        self.teacher,self.tensors,self.version,self._start = None,[],None,(0, 0, 0)
-        self.shapes,self.epoch_shapes = set(),set()  # the items' input shapes seen before this epoch, and in it
+        self.hits,self.misses,self.enabled = 0,0,True
+        self.epoch_shapes = set()  # the items' input shapes seen in this epoch
 
     @property
     def hit_rate(self) -> float: return self.hits / max(self.hits + self.misses, 1)
     def __len__(self) -> int: raise NotImplementedError
-
-    def watch(self, teacher:nn.Module|None, layers:list|None=None, teacher_tfm:Callable|None=None):
-        "Follow `teacher`'s parameters and buffers (the callback calls this when each phase starts)"
-        self.teacher = teacher
-        self.tensors = [] if teacher is None else list(itertools.chain(teacher.parameters(), teacher.buffers()))
-
-    def _changed(self, xb) -> bool:
-        "Whether the teacher's tensors or the autocast state changed since the last batch"
-        version = tuple(t._version for t in self.tensors), tuple(_autocast_key(xb[0].device.type))
-        if version == self.version: return False
-        self.version = version
-        return True
 
     # what a backend provides
     def _check(self, xb, compute): return xb          # the teacher's input as the backend keys it
@@ -81,25 +89,38 @@ class TeacherOutputs:
         miss = [i for i,r in enumerate(rows) if r is None]
         self.hits += len(keys) - len(miss); self.misses += len(miss)
         if not miss: return self._stack(rows, xb[0].device)
-        if compute is None: raise RuntimeError(
-            f"{len(miss)} of the {len(keys)} items of this batch have no stored teacher output, and there is no teacher to "
-            "compute them. The likely cause is random augmentation, whose inputs are new at every epoch: distilling on "
-            "augmented inputs (function matching) needs the teacher live. Otherwise the outputs were stored from other "
-            f"data (another split, other preprocessing or teacher_tfm).{self._missing_hint(xb)}")
+        if compute is None: raise _missing_error(len(miss), len(keys), self._missing_hint(xb))
         if len(miss) == len(keys): return self._put(keys, compute(xb), xb)
         sub = [x[tensor(miss, device=x.device)] for x in xb]
         new = self._put([keys[i] for i in miss], compute(sub), sub)
         hit = [i for i,r in enumerate(rows) if r is not None]
-        old = self._stack([rows[i] for i in hit], xb[0].device)
-        order = tensor(hit + miss).argsort().to(xb[0].device)
-        return [torch.cat([o, n.to(o.dtype)])[order] for o,n in zip(old, new)]
+        return _merge(self._stack([rows[i] for i in hit], xb[0].device), new, hit, miss, xb[0].device)
+
+# %% ../../nbs/distill/cache.ipynb #3c04f5fa
+class TeacherOutputs(_Lookup):
+    "Teacher outputs kept by the content of each input item: what the memory and the disk backends share"
+    def __init__(self):
+        super().__init__()
+        self.epoch_hit_rate,self.teacher,self.tensors,self.version,self._start = None,None,[],None,(0, 0, 0)
+        self.shapes = set()  # the items' input shapes seen before this epoch
+
+    def watch(self, teacher:nn.Module|None, layers:list|None=None, teacher_tfm:Callable|None=None):
+        "Follow `teacher`'s parameters and buffers (the callback calls this when each phase starts)"
+        self.teacher = teacher
+        self.tensors = [] if teacher is None else list(itertools.chain(teacher.parameters(), teacher.buffers()))
+
+    def _changed(self, xb) -> bool:
+        "Whether the teacher's tensors or the autocast state changed since the last batch"
+        version = tuple(t._version for t in self.tensors), tuple(_autocast_key(xb[0].device.type))
+        if version == self.version: return False
+        self.version = version
+        return True
 
     def begin_epoch(self): self._start,self.epoch_shapes = (self.hits, self.misses, len(self) if self.enabled else 0),set()
     def end_epoch(self) -> float:
         "This epoch's hit rate; after an epoch without a hit although items were stored before it, warn once and switch off"
         hits,misses = self.hits - self._start[0],self.misses - self._start[1]
-        # inputs of a new shape (progressive resizing) are new items, not a sign of augmentation
-        if self.enabled and hits == 0 and misses > 0 and self._start[2] > 0 and self.epoch_shapes <= self.shapes:
+        if self.enabled and _nothing_reused(hits, misses, self._start[2], self.epoch_shapes, self.shapes):
             warnings.warn(f"{self.what}: no teacher output was reused in this epoch although {self._start[2]} items were "
                           "stored, so every input was new. The likely cause is random augmentation (or a teacher that "
                           f"changes). {self._remedy}")
@@ -116,19 +137,15 @@ class TeacherOutputs:
              teacher_tfm:Callable|None=None,      # `teacher_tfm(*xb)`: the teacher's own input, as in the callback
              teacher_output:Callable|None=None):  # Picks the prediction in the teacher's raw output, as in the callback
         "Run `teacher` over `dl`, with a progress bar, and keep its outputs for the items not stored yet"
-        # that module imports this one: import what it defines when the function runs
-        from fasterai.distill.distillation_callback import _as_teacher, _run_teacher, _float_dtype, _device, _find_layer
-        from fasterai.distill.layers import _in_eval
         teacher,layers = _as_teacher(teacher),listify(layers)
         mods = [_find_layer(teacher, n, 'teacher') for n in layers]
         if isinstance(dl, DataLoader): dl = dl.new(shuffle=False, drop_last=False)  # every item, once
-        n_inp,device,dtype = getattr(dl, 'n_inp', 1),_device(teacher),_float_dtype(teacher)
+        dtype = _float_dtype(teacher)
         # as in the callback: the keys are on the teacher's input, which is cast to its dtype only to run it
         def compute(xb): return _run_teacher(teacher, mods, xb, dtype, teacher_output)
         with _in_eval(teacher):
             self.watch(teacher, layers, teacher_tfm)
-            for b in progress_bar(dl, leave=False):
-                xb = [x.to(device) if device is not None else x for x in tuplify(b)[:n_inp]]
+            for xb in progress_bar(_inputs(dl, _device(teacher)), total=len(dl), leave=False):
                 if teacher_tfm is not None: xb = list(tuplify(teacher_tfm(*xb)))
                 self(xb, compute)
         return self
@@ -163,21 +180,19 @@ class TeacherCache(TeacherOutputs):
         self.nbytes += n*size
         return outs
 
-# %% ../../nbs/distill/cache.ipynb #54b05d9a
+# %% ../../nbs/distill/cache.ipynb #b35bf398
 _FORMATS = {'fp32': torch.float32, 'fp16': torch.float16}
 
 def _dtype(name:str) -> torch.dtype: return getattr(torch, name.split('.')[-1])
 def _itemsize(d:torch.dtype) -> int: return torch.empty((), dtype=d).element_size()
-def _id(key:bytes) -> int: return int.from_bytes(key[:8], 'little', signed=True)
+def _spec(ts:list) -> list: return [[list(t.shape[1:]), str(t.dtype)] for t in ts]  # an item's shape and dtype, per tensor
 @functools.lru_cache(maxsize=None)
 def _numpy_dtype(d:torch.dtype):
     "numpy's dtype for torch's `d`, or None where numpy has none (bfloat16)"
     try: return torch.empty(0, dtype=d).numpy().dtype
     except TypeError: return None
 
-@functools.lru_cache(maxsize=None)
-def _select(n:int) -> str: return f"SELECT id, k, v FROM items WHERE id IN ({','.join('?'*n)})"
-
+# %% ../../nbs/distill/cache.ipynb #54b05d9a
 class _Codec:
     "The bytes of one item's outputs (described by `spec`, [shape, dtype] each): floats in `dtype`, the prediction as its `topk` largest logits"
     def __init__(self, spec:list, dtype:torch.dtype, topk:int|None=None):
@@ -241,14 +256,22 @@ def _fingerprint(teacher:nn.Module) -> dict:
         if isinstance(t, Tensor): h.update(t.detach().contiguous().reshape(-1).view(torch.uint8).cpu().numpy())
     return {'class': type(teacher).__name__, 'params': sum(p.numel() for p in teacher.parameters()), 'sha256': h.hexdigest()}
 
+def _describe(fp:dict) -> str: return f"a {fp['class']} with {fp['params']:,} parameters (weights {fp['sha256'][:12]})"
+
+def _one_teacher(teacher:nn.Module, topk:int|None, what:str) -> nn.Module:
+    "The module a store fingerprints: one teacher in the callback's `nn.ModuleList` is that teacher"
+    one = teacher[0] if isinstance(teacher, nn.ModuleList) and len(teacher) == 1 else teacher
+    if topk and isinstance(one, nn.ModuleList): raise ValueError(
+        f"{what} keeps the top {topk} logits of one prediction: with several teachers, store full outputs (topk=None)")
+    return one
+
 def _fn_name(f) -> str|None:
     "A readable name for function `f` (the store records the `teacher_tfm` it was filled through)"
     if f is None: return None
     f = getattr(f, 'func', f)  # a `partial`
     return getattr(f, '__qualname__', None) or type(f).__name__
 
-def _describe(fp:dict) -> str: return f"a {fp['class']} with {fp['params']:,} parameters (weights {fp['sha256'][:12]})"
-
+# %% ../../nbs/distill/cache.ipynb #e3146dde
 def _sql(f):
     "Method `f`, with SQLite's errors said in terms of the store"
     @functools.wraps(f)
@@ -262,27 +285,14 @@ def _sql(f):
         except sqlite3.DatabaseError as e: raise self._damaged(e) from e
     return _inner
 
-# %% ../../nbs/distill/cache.ipynb #fc958327
-class TeacherStore(TeacherOutputs):
-    "Teacher outputs in an SQLite file, keyed like `TeacherCache` and tied to one teacher: crash-safe, shared by processes"
-    _remedy = ("The store now stops looking up and storing for this fit (its file is kept): distilling on augmented "
-               "inputs needs the teacher live, without a store.")
-    def __init__(self,
-                 path:str|Path,         # The store's file, created if missing
-                 fmt:str|None=None,     # 'fp32' or 'fp16': how the outputs are stored. None: as the file says ('fp32' for a new one)
-                 topk:int|None=None,    # Keep only the `topk` largest logits of each prediction. None: as the file says (all, for a new one)
-                 readonly:bool=False,   # Never write: outputs the teacher computes for missing items are used, not stored
-                 timeout:float=60.):    # Seconds to wait while another process writes
-        super().__init__()
-        if fmt is not None and fmt not in _FORMATS: raise ValueError(f"fmt={fmt!r}: use one of {', '.join(map(repr, _FORMATS))}")
-        if topk is not None and not (isinstance(topk, int) and topk > 0): raise ValueError(f"topk={topk!r}: give a positive number of logits to keep, or None for all")
+class _SQLiteFile:
+    "An SQLite file in write-ahead-log mode, with one connection per process: what the store needs of SQLite"
+    def __init__(self, path:str|Path, readonly:bool=False, timeout:float=60.):
         self.path,self.readonly,self.timeout = Path(path),readonly,timeout
-        self._con,self._pid,self._codec,self._sel,self._layers,self._tfm,self._fp,self._fp_state = (None,)*8
-        self._open(fmt, topk)
+        self._con,self._pid = None,None
 
     @property
     def what(self): return f"TeacherStore {str(self.path)!r}"
-    def __repr__(self): return f"TeacherStore({str(self.path)!r}, fmt={self.fmt!r}, topk={self.topk}): {len(self):,} items"
     def _damaged(self, why) -> RuntimeError:
         return RuntimeError(f"{self.what} is damaged ({why}): the file was truncated or overwritten. Delete it (and its "
                             "-wal and -shm files, if any) and fill it again.")
@@ -306,7 +316,7 @@ class TeacherStore(TeacherOutputs):
     def __del__(self):
         try: self.close()
         except Exception: pass  # at interpreter shutdown
-    def __getstate__(self): return {**self.__dict__, '_con': None, '_pid': None, 'teacher': None, 'tensors': [], '_fp_state': None}
+    def __getstate__(self): return {**self.__dict__, '_con': None, '_pid': None}
 
     @contextmanager
     def _write(self):
@@ -319,6 +329,43 @@ class TeacherStore(TeacherOutputs):
             raise
         con.execute('COMMIT')
 
+    @property
+    @_sql
+    def nbytes(self) -> int:
+        "The store's size on disk: its committed rows, whether SQLite still keeps them in its log (`-wal`) or in the file"
+        return self.con.execute('PRAGMA page_count').fetchone()[0] * self.con.execute('PRAGMA page_size').fetchone()[0]
+
+# %% ../../nbs/distill/cache.ipynb #45800511
+def _check_head(p:Path, readonly:bool):
+    "Refuse a file that is not an SQLite database, or no file when reading only"
+    if p.exists() and p.stat().st_size:
+        with open(p, 'rb') as f: head = f.read(16)
+        if head != b'SQLite format 3\x00': raise ValueError(f"{p} is not a TeacherStore: it is not an SQLite database")
+    elif readonly: raise FileNotFoundError(f"There is no TeacherStore at {p}: fill one first, or pass readonly=False")
+
+def _fmt_desc(fmt, topk) -> str: return f"the top {topk} logits in {fmt}" if topk else f"full outputs in {fmt}"
+
+def _check_meta(p:Path, meta:dict, fmt:str|None, topk:int|None):
+    "Refuse a database that is not a TeacherStore, one of a version this code cannot read, or one not in the format asked for"
+    if meta.get('kind') != 'fasterai.TeacherStore': raise ValueError(f"{p} is an SQLite database, but not a TeacherStore")
+    if meta.get('version') != 2: raise ValueError(
+        f"{p} is a TeacherStore of version {meta.get('version')}, which this fasterai cannot read"
+        + (" (its items are keyed by SHA-256, and they are XXH3-128 hashes now): fill a new store" if meta.get('version') == 1 else ''))
+    has = meta['format']['fmt'],meta['format']['topk']
+    if (fmt or has[0], topk or has[1]) != has: raise ValueError(
+        f"{p} stores {_fmt_desc(*has)}, not {_fmt_desc(fmt or has[0], topk or has[1])}: "
+        "open it with fmt=None, topk=None (its own format), or fill another store")
+
+# %% ../../nbs/distill/cache.ipynb #93be1790
+class _StoreFile(_SQLiteFile):
+    "A store's file: its tables and its record (`meta`), checked when it opens"
+    def __init__(self, path:str|Path, fmt:str|None=None, topk:int|None=None, readonly:bool=False, timeout:float=60.):
+        if fmt is not None and fmt not in _FORMATS: raise ValueError(f"fmt={fmt!r}: use one of {', '.join(map(repr, _FORMATS))}")
+        if topk is not None and not (isinstance(topk, int) and topk > 0): raise ValueError(f"topk={topk!r}: give a positive number of logits to keep, or None for all")
+        super().__init__(path, readonly, timeout)
+        self._codec = None
+        self._open(fmt, topk)
+
     def _meta(self) -> dict:
         return {k: json.loads(v) for k,v in self.con.execute('SELECT k, v FROM meta')}
 
@@ -326,96 +373,51 @@ class TeacherStore(TeacherOutputs):
     def _open(self, fmt, topk):
         "Check the file, create the tables of a new store, and check the format asked for against the file's"
         p = self.path
-        if p.exists() and p.stat().st_size:
-            with open(p, 'rb') as f: head = f.read(16)
-            if head != b'SQLite format 3\x00': raise ValueError(f"{p} is not a TeacherStore: it is not an SQLite database")
-        elif self.readonly: raise FileNotFoundError(f"There is no TeacherStore at {p}: fill one first, or pass readonly=False")
+        _check_head(p, self.readonly)
         tables = {r[0] for r in self.con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if tables and 'meta' not in tables: raise ValueError(f"{p} is an SQLite database, but not a TeacherStore (its tables: {sorted(tables)})")
         if not tables:
             if self.readonly: raise ValueError(f"{p} is an empty database, not a TeacherStore: fill one first, or pass readonly=False")
-            with self._write() as con:
-                con.execute('CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)')
-                # rows are appended in order (`r`), so pages fill up and a batch's rows share them; `id`, the first 8 bytes
-                # of the key, finds them through a small index, and the whole key `k` checks them
-                con.execute('CREATE TABLE IF NOT EXISTS items (r INTEGER PRIMARY KEY, id INTEGER NOT NULL, k BLOB NOT NULL, v BLOB NOT NULL)')
-                con.execute('CREATE UNIQUE INDEX IF NOT EXISTS items_id ON items (id)')
-                if not self._meta():
-                    new = {'kind': 'fasterai.TeacherStore', 'version': 2, 'format': {'fmt': fmt or 'fp32', 'topk': topk}}
-                    con.executemany('INSERT INTO meta VALUES (?, ?)', [(k, json.dumps(v)) for k,v in new.items()])
+            self._create(fmt, topk)
         meta = self._meta()
-        if meta.get('kind') != 'fasterai.TeacherStore': raise ValueError(f"{p} is an SQLite database, but not a TeacherStore")
-        if meta.get('version') != 2: raise ValueError(
-            f"{p} is a TeacherStore of version {meta.get('version')}, which this fasterai cannot read"
-            + (" (its items are keyed by SHA-256, and they are XXH3-128 hashes now): fill a new store" if meta.get('version') == 1 else ''))
+        _check_meta(p, meta, fmt, topk)
         self.fmt,self.topk = meta['format']['fmt'],meta['format']['topk']
-        if (fmt or self.fmt, topk or self.topk) != (self.fmt, self.topk): raise ValueError(
-            f"{p} stores {self._fmt_desc(self.fmt, self.topk)}, not {self._fmt_desc(fmt or self.fmt, topk or self.topk)}: "
-            "open it with fmt=None, topk=None (its own format), or fill another store")
         self._load(meta)
 
-    @staticmethod
-    def _fmt_desc(fmt, topk): return f"the top {topk} logits in {fmt}" if topk else f"full outputs in {fmt}"
+    def _create(self, fmt, topk):
+        "The tables of a new store, and its record"
+        with self._write() as con:
+            con.execute('CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)')
+            # rows are appended in order (`r`), so pages fill up and a batch's rows share them; `id`, the first 8 bytes
+            # of the key, finds them through a small index, and the whole key `k` checks them
+            con.execute('CREATE TABLE IF NOT EXISTS items (r INTEGER PRIMARY KEY, id INTEGER NOT NULL, k BLOB NOT NULL, v BLOB NOT NULL)')
+            con.execute('CREATE UNIQUE INDEX IF NOT EXISTS items_id ON items (id)')
+            if not self._meta():
+                new = {'kind': 'fasterai.TeacherStore', 'version': 2, 'format': {'fmt': fmt or 'fp32', 'topk': topk}}
+                con.executemany('INSERT INTO meta VALUES (?, ?)', [(k, json.dumps(v)) for k,v in new.items()])
 
     def _load(self, meta:dict):
         "What the file says about its outputs, once the first rows are in"
         self.meta = meta
         if self._codec is None and 'outputs' in meta: self._codec = _Codec(meta['outputs'], _FORMATS[self.fmt], self.topk)
-        # the inputs it was filled with count as seen: an epoch that finds nothing on them is the sign of augmentation
-        if 'inputs' in meta: self.shapes.add(tuple((_dtype(d), torch.Size(s)) for s,d in meta['inputs']))
 
-    @property
-    @_sql
-    def nbytes(self) -> int:
-        "The store's size on disk: its committed rows, whether SQLite still keeps them in its log (`-wal`) or in the file"
-        return self.con.execute('PRAGMA page_count').fetchone()[0] * self.con.execute('PRAGMA page_size').fetchone()[0]
+    def _record(self, k:str, v):
+        "`meta[k]`: `v`, written unless another process wrote it first"
+        with self._write() as con:
+            if self._meta().get(k) is None: con.execute('INSERT INTO meta VALUES (?, ?)', [k, json.dumps(v)])
+        self._load(self._meta())
+        return self.meta[k]
 
+# %% ../../nbs/distill/cache.ipynb #fe112c92
+def _id(key:bytes) -> int: return int.from_bytes(key[:8], 'little', signed=True)
+
+@functools.lru_cache(maxsize=None)
+def _select(n:int) -> str: return f"SELECT id, k, v FROM items WHERE id IN ({','.join('?'*n)})"
+
+class _StoreRows(_StoreFile):
+    "A store's rows: found by key, decoded, encoded, and appended with the record of what they hold"
     @_sql
     def __len__(self) -> int: return self.con.execute('SELECT max(r) FROM items').fetchone()[0] or 0  # rows are never deleted
-
-    @_sql
-    def watch(self, teacher:nn.Module|None, layers:list|None=None, teacher_tfm:Callable|None=None):
-        "Check that `teacher` is the one the store was filled with (a new store records it); with `None`, serve what it holds"
-        super().watch(teacher, layers, teacher_tfm)
-        self.version,self._tfm = None,_fn_name(teacher_tfm)
-        self._load(self._meta())
-        if teacher is not None: self._check_teacher()
-        self._layers,self._sel = (None if layers is None else listify(layers)),None
-        stored = self.meta.get('layers')
-        if self._layers is None or stored is None: return
-        if missing := [n for n in self._layers if n not in stored]: raise ValueError(
-            f"{self.what} holds the maps of the teacher's layers {stored}, not of {missing}: fill a store with these layers")
-        if self._layers != stored: self._sel = [0] + [1 + stored.index(n) for n in self._layers]
-
-    def _check_teacher(self):
-        "Compare the teacher's fingerprint with the store's (and record it in a new store)"
-        state = [(t.data_ptr(), t._version) for t in self.tensors]
-        # the callback passes its teachers in an `nn.ModuleList`: one teacher in it is that teacher, as `fill` sees it
-        one = self.teacher[0] if isinstance(self.teacher, nn.ModuleList) and len(self.teacher) == 1 else self.teacher
-        if self.topk and isinstance(one, nn.ModuleList): raise ValueError(
-            f"{self.what} keeps the top {self.topk} logits of one prediction: with several teachers, store full outputs (topk=None)")
-        if state != self._fp_state: self._fp,self._fp_state = _fingerprint(one),state
-        stored = self.meta.get('teacher')
-        if stored is None and not self.readonly:
-            with self._write() as con:
-                stored = self._meta().get('teacher')
-                if stored is None: con.execute("INSERT INTO meta VALUES ('teacher', ?)", [json.dumps(self._fp)])
-            self._load(self._meta())
-            stored = self.meta['teacher']
-        if stored is not None and stored['sha256'] != self._fp['sha256']: raise ValueError(
-            f"{self.what} holds the outputs of another teacher: it was filled by {_describe(stored)}, and this teacher is "
-            f"{_describe(self._fp)}. A store serves the teacher it was filled with: fill a new store for this one.")
-
-    def _check(self, xb, compute):
-        if self._changed(xb) and self.teacher is not None: self._check_teacher()  # its weights changed since `watch`
-        if self._codec is None: self._load(self._meta())
-        return xb
-
-    def _missing_hint(self, xb):
-        spec,tfm = [[list(x.shape[1:]), str(x.dtype)] for x in xb],self.meta.get('teacher_tfm')
-        hint = f" The store was filled through teacher_tfm={tfm}." if tfm else ''
-        if spec == self.meta.get('inputs', spec): return hint
-        return f" This batch's teacher input is {spec} (shape of an item, dtype); the store was filled with {self.meta['inputs']}.{hint}"
 
     @_sql
     def _get(self, keys):
@@ -426,10 +428,102 @@ class TeacherStore(TeacherOutputs):
         # two keys with the same first 8 bytes: the second is never stored, and is computed every time
         return [r[2] if (r := found.get(i)) is not None and r[1] == k else None for i,k in zip(ids, keys)]
 
-    def _stack(self, rows, device):
+    def _decode(self, rows:list, device=None) -> list[Tensor]:
+        "The outputs in `rows`, on `device`; a damaged row is an error that says so"
         if self._codec is None: raise self._damaged('it has rows but no record of their format')
-        try: outs = self._codec.decode(rows, device)
+        try: return self._codec.decode(rows, device)
         except ValueError as e: raise self._damaged(e) from None
+
+    def _encode(self, outs:list) -> tuple:
+        "The codec of the store's rows (made for the first ones) and the rows of `outs`; outputs of another spec are refused"
+        spec = _spec(outs)
+        codec = self._codec or _Codec(spec, _FORMATS[self.fmt], self.topk)
+        if codec.spec != spec: raise ValueError(
+            f"{self.what} holds outputs of shapes and dtypes {codec.spec} (the prediction, then the maps), and the teacher "
+            f"gave {spec}. Another teacher, another number of classes or other layers need another store.")
+        return codec,codec.encode(outs)
+
+    def _append(self, keys:list, rows:list, how:dict):
+        "Add `rows` under `keys` in one transaction, with the first rows a record of `how` they were computed"
+        with self._write() as con:
+            if self._codec is None:
+                meta = self._meta()
+                if 'outputs' not in meta:  # the first rows: record what they hold, with them
+                    con.executemany('INSERT INTO meta VALUES (?, ?)', [(k, json.dumps(v)) for k,v in how.items()])
+                elif meta['outputs'] != how['outputs']: raise ValueError(f"{self.what} holds outputs of shapes and dtypes {meta['outputs']}, and the teacher gave {how['outputs']}")
+            elif self.meta['autocast'] != how['autocast']: raise ValueError(
+                f"{self.what} holds outputs computed with autocast {self.meta['autocast']}, and this teacher pass runs with "
+                f"{how['autocast']}: fill it in one precision, or pass readonly=True to store nothing")
+            con.executemany('INSERT OR IGNORE INTO items (id, k, v) VALUES (?, ?, ?)', [(_id(k), k, r) for k,r in zip(keys, rows)])
+        if self._codec is None: self._load(self._meta())
+
+# %% ../../nbs/distill/cache.ipynb #81a81758
+def _layers_served(layers:list|None, stored:list|None, what:str) -> list|None:
+    "Which of the stored outputs serve a fit on `layers` (the prediction first), or None for all of them"
+    if layers is None or stored is None or layers == stored: return None
+    if missing := [n for n in layers if n not in stored]: raise ValueError(
+        f"{what} holds the maps of the teacher's layers {stored}, not of {missing}: fill a store with these layers")
+    return [0] + [1 + stored.index(n) for n in layers]
+
+def _input_hint(meta:dict, xb) -> str:
+    "What a store says about a batch it lacks: the `teacher_tfm` it was filled through, and how its inputs differ"
+    spec,tfm = _spec(xb),meta.get('teacher_tfm')
+    hint = f" The store was filled through teacher_tfm={tfm}." if tfm else ''
+    if spec == meta.get('inputs', spec): return hint
+    return f" This batch's teacher input is {spec} (shape of an item, dtype); the store was filled with {meta['inputs']}.{hint}"
+
+# %% ../../nbs/distill/cache.ipynb #fc958327
+class TeacherStore(_StoreRows, TeacherOutputs):
+    "Teacher outputs in an SQLite file, keyed like `TeacherCache` and tied to one teacher: crash-safe, shared by processes"
+    _remedy = ("The store now stops looking up and storing for this fit (its file is kept): distilling on augmented "
+               "inputs needs the teacher live, without a store.")
+    def __init__(self,
+                 path:str|Path,         # The store's file, created if missing
+                 fmt:str|None=None,     # 'fp32' or 'fp16': how the outputs are stored. None: as the file says ('fp32' for a new one)
+                 topk:int|None=None,    # Keep only the `topk` largest logits of each prediction. None: as the file says (all, for a new one)
+                 readonly:bool=False,   # Never write: outputs the teacher computes for missing items are used, not stored
+                 timeout:float=60.):    # Seconds to wait while another process writes
+        TeacherOutputs.__init__(self)  # first: opening the file counts the inputs it was filled with as seen
+        self._sel,self._layers,self._tfm,self._fp,self._fp_state = (None,)*5
+        _StoreFile.__init__(self, path, fmt, topk, readonly, timeout)
+
+    def __repr__(self): return f"TeacherStore({str(self.path)!r}, fmt={self.fmt!r}, topk={self.topk}): {len(self):,} items"
+    def __getstate__(self): return {**super().__getstate__(), 'teacher': None, 'tensors': [], '_fp_state': None}
+
+    def _load(self, meta:dict):
+        super()._load(meta)
+        # the inputs it was filled with count as seen: an epoch that finds nothing on them is the sign of augmentation
+        if 'inputs' in meta: self.shapes.add(tuple((_dtype(d), torch.Size(s)) for s,d in meta['inputs']))
+
+    @_sql
+    def watch(self, teacher:nn.Module|None, layers:list|None=None, teacher_tfm:Callable|None=None):
+        "Check that `teacher` is the one the store was filled with (a new store records it); with `None`, serve what it holds"
+        super().watch(teacher, layers, teacher_tfm)
+        self.version,self._tfm = None,_fn_name(teacher_tfm)
+        self._load(self._meta())
+        if teacher is not None: self._check_teacher()
+        self._layers,self._sel = (None if layers is None else listify(layers)),None
+        self._sel = _layers_served(self._layers, self.meta.get('layers'), self.what)
+
+    def _check_teacher(self):
+        "Compare the teacher's fingerprint with the store's (and record it in a new store)"
+        state,one = [(t.data_ptr(), t._version) for t in self.tensors],_one_teacher(self.teacher, self.topk, self.what)
+        if state != self._fp_state: self._fp,self._fp_state = _fingerprint(one),state
+        stored = self.meta.get('teacher')
+        if stored is None and not self.readonly: stored = self._record('teacher', self._fp)
+        if stored is not None and stored['sha256'] != self._fp['sha256']: raise ValueError(
+            f"{self.what} holds the outputs of another teacher: it was filled by {_describe(stored)}, and this teacher is "
+            f"{_describe(self._fp)}. A store serves the teacher it was filled with: fill a new store for this one.")
+
+    def _check(self, xb, compute):
+        if self._changed(xb) and self.teacher is not None: self._check_teacher()  # its weights changed since `watch`
+        if self._codec is None: self._load(self._meta())
+        return xb
+
+    def _missing_hint(self, xb): return _input_hint(self.meta, xb)
+
+    def _stack(self, rows, device):
+        outs = self._decode(rows, device)
         return outs if self._sel is None else [outs[i] for i in self._sel]
 
     @_sql
@@ -437,26 +531,9 @@ class TeacherStore(TeacherOutputs):
         if self._sel is not None: raise ValueError(
             f"{self.what} holds rows with the maps of the teacher's layers {self.meta['layers']}, and this fit computes "
             f"those of {self._layers} only: it cannot add rows. Compute them all, or pass readonly=True to store nothing")
-        spec = [[list(o.shape[1:]), str(o.dtype)] for o in outs]
-        codec = self._codec or _Codec(spec, _FORMATS[self.fmt], self.topk)
-        if codec.spec != spec: raise ValueError(
-            f"{self.what} holds outputs of shapes and dtypes {codec.spec} (the prediction, then the maps), and the teacher "
-            f"gave {spec}. Another teacher, another number of classes or other layers need another store.")
-        rows = codec.encode(outs)
-        if not self.readonly:
-            how = {'outputs': spec, 'inputs': [[list(x.shape[1:]), str(x.dtype)] for x in xb],
-                   'autocast': _autocast_key(xb[0].device.type), 'layers': self._layers, 'teacher_tfm': self._tfm}
-            with self._write() as con:
-                if self._codec is None:
-                    meta = self._meta()
-                    if 'outputs' not in meta:  # the first rows: record what they hold, with them
-                        con.executemany('INSERT INTO meta VALUES (?, ?)', [(k, json.dumps(v)) for k,v in how.items()])
-                    elif meta['outputs'] != spec: raise ValueError(f"{self.what} holds outputs of shapes and dtypes {meta['outputs']}, and the teacher gave {spec}")
-                elif self.meta['autocast'] != how['autocast']: raise ValueError(
-                    f"{self.what} holds outputs computed with autocast {self.meta['autocast']}, and this teacher pass runs with "
-                    f"{how['autocast']}: fill it in one precision, or pass readonly=True to store nothing")
-                con.executemany('INSERT OR IGNORE INTO items (id, k, v) VALUES (?, ?, ?)', [(_id(k), k, r) for k,r in zip(keys, rows)])
-            if self._codec is None: self._load(self._meta())
+        codec,rows = self._encode(outs)
+        if not self.readonly: self._append(keys, rows, {'outputs': codec.spec, 'inputs': _spec(xb),
+            'autocast': _autocast_key(xb[0].device.type), 'layers': self._layers, 'teacher_tfm': self._tfm})
         return outs if codec.exact else codec.decode(rows, xb[0].device)
 
     @_sql
@@ -465,6 +542,6 @@ class TeacherStore(TeacherOutputs):
         res = self.con.execute('PRAGMA integrity_check').fetchall()
         if res != [('ok',)]: raise self._damaged('; '.join(r[0] for r in res[:3]))
         n,cur = 0,self.con.execute('SELECT v FROM items')
-        while rows := [r[0] for r in cur.fetchmany(1024)]: self._stack(rows, 'cpu'); n += len(rows)
+        while rows := [r[0] for r in cur.fetchmany(1024)]: self._decode(rows, 'cpu'); n += len(rows)
         if n != len(self): raise self._damaged(f"it holds {n} items and records {len(self)}")
         return n
