@@ -19,6 +19,12 @@ _fp.master_bar = _pg.master_bar = _fp.NBMasterBar
 _fp.progress_bar = _pg.progress_bar = _fp.NBProgressBar
 """
 
+def _html(o) -> str: return ''.join(o.get('data', {}).get('text/html', '')) if o.get('output_type') == 'display_data' else ''
+
+def _final(outputs:list) -> list:
+    "Outputs without the progress bars' intermediate states: Jupyter replaces them in place, execnb appends each one"
+    return [o for o in outputs if not (_html(o) and ('<progress' in _html(o) or not _html(o).strip()))]
+
 if __name__ == '__main__':
     import matplotlib; matplotlib.use('Agg')
     args = sys.argv[1:]
@@ -31,6 +37,8 @@ if __name__ == '__main__':
         shell = CaptureShell(path=p.parent)
         shell.run(_NOTEBOOK_BARS)
         with working_directory(p.parent): shell.run_all(nb, exc_stop=True)
+        for c in nb.cells:
+            if 'outputs' in c: c['outputs'] = _final(c['outputs'])
         if only:
             for c in nb.cells:
                 if c.get('id') not in only and 'outputs' in c: c['outputs'] = old[c.get('id')]

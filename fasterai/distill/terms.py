@@ -185,7 +185,9 @@ class _Outputs:
             y = target.as_subclass(Tensor).reshape(-1)
             if self.ignore is not None: keep = y != self.ignore
             if keep is not None: y = y[keep]
-        def view(z): return z.movedim(ax, -1).reshape(-1, c) if keep is None else z.movedim(ax, -1).reshape(-1, c)[keep]
+        def view(z):  # each prediction keeps its own number of classes: a teacher with another vocabulary is reported by the loss
+            r = z.movedim(ax, -1).reshape(-1, z.shape[ax])
+            return r if keep is None else r[keep]
         return view,y
 
     def view(self, t:DistillLoss, pred, target, rows:dict) -> tuple:
