@@ -74,6 +74,8 @@ def _out(m, i, o): return o
 
 def _run_teacher(teacher:nn.Module, mods:list, xb, dtype=None, pick:Callable|None=None) -> list:
     "One inference pass of `teacher` on `xb` (its float inputs cast to `dtype`), without autograd: its prediction, then the outputs of `mods`"
+    if not mods:  # no layer to hook (distillation on the outputs): no `Hooks` to set up, a cost on every batch
+        with torch.no_grad(): return [_teacher_pred(teacher(*_cast(xb, dtype)), pick)]
     with Hooks(mods, _out) as hooks, torch.no_grad(): return [_teacher_pred(teacher(*_cast(xb, dtype)), pick), *hooks.stored]
 
 # %% ../../nbs/distill/teacher.ipynb #4785a50a

@@ -45,7 +45,7 @@ class DistillLoss:
                  name: str | None = None,                          # Column name in the progress table
                  teachers: str | list | dict | None = None,        # With several teachers, whose outputs: None (their average), names, {name: weight}, or 'each'
     ):
-        self.uses = _loss_params(loss)
+        self.uses,self.takes = _loss_params(loss),_takes(loss)  # what it is called with, and what outputs it compares
         if not weight >= 0: raise ValueError(f"DistillLoss weight={weight}: a term's scale must be >= 0")
         _check_schedule(schedule)
         self.loss,self.weight,self.schedule,self.adapters = loss,weight,schedule,adapters
@@ -68,6 +68,10 @@ class DistillLoss:
         c = object.__new__(type(self))
         c.__dict__.update(self.__dict__)
         return c
+
+def _takes(loss) -> str|None:
+    "What output loss `loss` compares (its `takes`: 'distribution', 'classes', 'logits', 'maps'), or None for a loss of your own"
+    return getattr(getattr(loss, 'func', loss), 'takes', None)
 
 def _loss_name(f):
     "A column name for loss `f`: its name, its class's for a loss module, or 'distill_loss'"
@@ -164,7 +168,7 @@ class _Outputs:
     def check(self, terms:list):
         "Refuse, when the fit starts, a term whose loss cannot compare outputs of this kind"
         for t in terms:
-            takes = _takes(t.loss)
+            takes = t.takes
             if self.kind == 'values' and takes in ('distribution', 'classes'): raise ValueError(
                 f"{t.name} compares probability distributions, but {self.source} trains values, which have none (a softmax over "
                 "them would be meaningless, over one output identically zero): use Logits, the MSE of the outputs")
@@ -192,7 +196,7 @@ class _Outputs:
 
     def view(self, t:DistillLoss, pred, target, rows:dict) -> tuple:
         "What term `t` compares: a function of a prediction (None: as it is) and the labels; `rows` caches this batch's rows by axis"
-        takes = _takes(t.loss)
+        takes = t.takes
         if not isinstance(pred, Tensor) or takes == 'maps' or (self.kind != 'classes' and takes not in ('distribution',)): return None,target
         if self.kind == 'labels': return _bernoulli,target
         axis = getattr(t.loss, 'keywords', {}).get('axis', self.axis)
@@ -204,7 +208,6 @@ class _Outputs:
             f"would be identically zero. For one output per item, train with BCEWithLogitsLossFlat (a label) or MSELossFlat (a value)")
         return view,y
 
-def _takes(loss) -> str|None: return getattr(getattr(loss, 'func', loss), 'takes', None)
 
 def _task_outputs(loss_func, class_axis:int|None=None) -> _Outputs:
     "What the learner's loss function says the outputs are, and where the classes are (`class_axis` overrides it)"
