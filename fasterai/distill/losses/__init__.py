@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['SoftTarget', 'Logits', 'Mutual', 'DecoupledKD', 'DIST', 'ChannelWise', 'Attention', 'NST', 'Affinity',
-           'ActivationBoundaries', 'FitNet', 'FSP', 'KDSVD', 'ChannelWiseFeatures', 'Similarity', 'PKT', 'RKD', 'CC',
-           'SRD', 'VID', 'PADL2', 'OFD', 'ReviewKD', 'CRD', 'ContentKeys', 'Paraphraser', 'FT']
+           'ActivationBoundaries', 'FitNet', 'FSP', 'KDSVD', 'ChannelWiseFeatures', 'ICKD', 'DISTPlus', 'Similarity',
+           'PKT', 'RKD', 'CC', 'SRD', 'VID', 'PADL2', 'OFD', 'ReviewKD', 'CRD', 'ContentKeys', 'Paraphraser', 'FT']
 
 # %% ../../../nbs/distill/losses.ipynb #054fb41d
 import importlib
@@ -31,5 +31,5 @@ def __dir__() -> list: return sorted([*globals(), *_LAZY])
 
 _all_ = ['SoftTarget', 'Logits', 'Mutual', 'DecoupledKD', 'DIST', 'ChannelWise',
          'Attention', 'NST', 'Affinity', 'ActivationBoundaries', 'FitNet', 'FSP', 'KDSVD', 'ChannelWiseFeatures',
-         'Similarity', 'PKT', 'RKD', 'CC',
+         'ICKD', 'DISTPlus', 'Similarity', 'PKT', 'RKD', 'CC',
          'SRD', 'VID', 'PADL2', 'OFD', 'ReviewKD', 'CRD', 'ContentKeys', 'Paraphraser', 'FT']
