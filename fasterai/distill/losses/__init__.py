@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['SoftTarget', 'Logits', 'Mutual', 'DecoupledKD', 'DIST', 'ChannelWise', 'Attention', 'NST', 'Affinity',
-           'ActivationBoundaries', 'FitNet', 'FSP', 'KDSVD', 'ChannelWiseFeatures', 'Similarity', 'PKT', 'RKD', 'CC',
-           'SRD', 'VID', 'PADL2', 'OFD', 'ReviewKD', 'CRD', 'ContentKeys', 'Paraphraser', 'FT']
+           'ActivationBoundaries', 'FitNet', 'FSP', 'KDSVD', 'ChannelWiseFeatures', 'ICKD', 'DISTPlus', 'Similarity',
+           'PKT', 'RKD', 'CC', 'SRD', 'VID', 'PADL2', 'OFD', 'ReviewKD', 'CRD', 'ContentKeys', 'Paraphraser', 'FT',
+           'ProjectorKD', 'CTKD']
 
 # %% ../../../nbs/distill/losses.ipynb #054fb41d
 import importlib
@@ -15,9 +16,10 @@ from .feature import *
 from .relational import *
 
 # %% ../../../nbs/distill/losses.ipynb #d55af950
-# Importing the torch-only losses should cost only torch. The learned ones need fastai, and CRD the cache's content keys
+# Importing the torch-only losses should cost only torch. The learned ones (and the adaptive ones, built on them) need fastai, and CRD the cache's content keys
 # (sqlite3, xxhash): their names are looked up in this table, and their module imported, on first use
 _LAZY = {**{n: 'learned' for n in ('SRD', 'VID', 'PADL2', 'OFD', 'ReviewKD', 'Paraphraser', 'FT')},
+         **{n: 'adaptive' for n in ('ProjectorKD', 'CTKD')},
          **{n: 'contrastive' for n in ('CRD', 'ContentKeys')}}
 
 def __getattr__(name:str):
@@ -31,5 +33,5 @@ def __dir__() -> list: return sorted([*globals(), *_LAZY])
 
 _all_ = ['SoftTarget', 'Logits', 'Mutual', 'DecoupledKD', 'DIST', 'ChannelWise',
          'Attention', 'NST', 'Affinity', 'ActivationBoundaries', 'FitNet', 'FSP', 'KDSVD', 'ChannelWiseFeatures',
-         'Similarity', 'PKT', 'RKD', 'CC',
-         'SRD', 'VID', 'PADL2', 'OFD', 'ReviewKD', 'CRD', 'ContentKeys', 'Paraphraser', 'FT']
+         'ICKD', 'DISTPlus', 'Similarity', 'PKT', 'RKD', 'CC',
+         'SRD', 'VID', 'PADL2', 'OFD', 'ReviewKD', 'CRD', 'ContentKeys', 'Paraphraser', 'FT', 'ProjectorKD', 'CTKD']

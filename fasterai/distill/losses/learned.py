@@ -63,7 +63,7 @@ def _pooled(f:Tensor) -> Tensor:
 
 # %% ../../../nbs/distill/losses_learned.ipynb #65154ccc
 class SRD(_LearnedLoss):
-    "Softmax regression representation learning: the student's features through the teacher's frozen classifier (Yang et al., 2021)"
+    "Softmax regression representation learning: the student's features through the teacher's frozen classifier (Yang et al., 2021; not torchdistill's `SRDLoss`, which is `ProjectorKD`)"
     def __init__(self,
                  head:nn.Module,             # The teacher's classifier, from the listed teacher layer to its logits; never trained
                  w_feat:float=1.,            # Weight of the feature term
@@ -106,7 +106,12 @@ class SRD(_LearnedLoss):
 
     def _check(self, t:Tensor, tp:Tensor, name:str):
         "Check, once, that the head applied to the teacher's own features gives the teacher's prediction"
-        with torch.no_grad(): out = self.through_head(t)
+        try:
+            with torch.no_grad(): out = self.through_head(t)
+        except RuntimeError as e:  # torch's own message names neither the layer nor what SRD needs
+            raise ValueError(f"SRD: the head cannot take teacher layer {name!r}, which gives {tuple(t.shape)} ({e}): SRD needs the input of "
+                             "`head`, usually the penultimate vector (batch, features): list the layer after the pooling, or pass a head "
+                             "that starts at this layer (such as `nn.Sequential(pool, flatten, fc)`)") from None
         if out.shape != tp.shape or not torch.allclose(out, tp, rtol=0, atol=0.05 * (1 + tp.abs().max().item())):
             got = f"{tuple(out.shape)}, not {tuple(tp.shape)}" if out.shape != tp.shape else f"values up to {(out - tp).abs().max().item():.3g} away"
             raise ValueError(f"SRD: the head applied to the teacher's layer {name!r} does not give the teacher's prediction ({got}): pass as "
