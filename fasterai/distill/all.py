@@ -4,3 +4,4 @@ from ..core.schedule import *
 from .losses import *
 from .distillation_callback import *
 from .cache import *
+from .dot import *
