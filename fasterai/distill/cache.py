@@ -16,6 +16,9 @@ import torch
 import torch.nn as nn
 from .layers import _find_layer, _in_eval
 from .teacher import _as_teacher, _device, _float_dtype, _run_teacher, _inputs
+import torch.distributed as dist
+from torch.utils.data import DataLoader as TorchDL, Subset
+from .distributed import _world
 from .topk import TopK
 
 # %% auto #0
@@ -97,6 +100,21 @@ class _Lookup:
         hit = [i for i,r in enumerate(rows) if r is not None]
         return _merge(self._stack([rows[i] for i in hit], xb[0].device), new, hit, miss, xb[0].device)
 
+# %% ../../nbs/distill/cache.ipynb #15db5bba
+def _share(dl, rank:int|None=None, world:int|None=None):
+    "`dl` in order with every item once, or of it the share of process `rank` of `world` (default: torch.distributed's)"
+    if isinstance(dl, DataLoaders): dl = dl.train
+    if isinstance(dl, DataLoader): dl = dl.new(shuffle=False, drop_last=False)
+    world = _world() if world is None else world
+    rank = (dist.get_rank() if _world() > 1 else 0) if rank is None else rank
+    if not 0 <= rank < world: raise ValueError(f"rank={rank} is not one of the world_size={world} processes")
+    if world == 1: return dl
+    if isinstance(dl, DataLoader):
+        idxs = list(range(rank, dl.n, world))
+        return dl.new(shuffle=False, drop_last=False, n=len(idxs), get_idxs=lambda: idxs)
+    return TorchDL(Subset(dl.dataset, range(rank, len(dl.dataset), world)), batch_size=dl.batch_size,
+                   collate_fn=dl.collate_fn, num_workers=dl.num_workers, pin_memory=dl.pin_memory)
+
 # %% ../../nbs/distill/cache.ipynb #3c04f5fa
 class TeacherOutputs(_Lookup):
     "Teacher outputs kept by the content of each input item: what the memory and the disk backends share"
@@ -136,11 +154,13 @@ class TeacherOutputs(_Lookup):
              dl,                                  # The batches, fastai's or PyTorch's `DataLoader` (inputs first)
              layers:str|list|None=None,           # Teacher layers whose outputs (feature maps) to keep too
              teacher_tfm:Callable|None=None,      # `teacher_tfm(*xb)`: the teacher's own input, as in the callback
-             teacher_output:Callable|None=None):  # Picks the prediction in the teacher's raw output, as in the callback
-        "Run `teacher` over `dl`, with a progress bar, and keep its outputs for the items not stored yet"
+             teacher_output:Callable|None=None,   # Picks the prediction in the teacher's raw output, as in the callback
+             rank:int|None=None,                  # This process's share of `dl`, with several (default: torch.distributed's rank)
+             world_size:int|None=None):           # How many processes share `dl` (default: torch.distributed's world size, else 1)
+        "Run `teacher` over `dl` (this process's share of it), with a progress bar, and keep its outputs for the items not stored yet"
         teacher,layers = _as_teacher(teacher),listify(layers)
         mods = [_find_layer(teacher, n, 'teacher') for n in layers]
-        if isinstance(dl, DataLoader): dl = dl.new(shuffle=False, drop_last=False)  # every item, once
+        dl = _share(dl, rank, world_size)  # every item, once
         dtype = _float_dtype(teacher)
         # as in the callback: the keys are on the teacher's input, which is cast to its dtype only to run it
         def compute(xb): return _run_teacher(teacher, mods, xb, dtype, teacher_output)
@@ -149,6 +169,8 @@ class TeacherOutputs(_Lookup):
             for xb in progress_bar(_inputs(dl, _device(teacher)), total=len(dl), leave=False):
                 if teacher_tfm is not None: xb = list(tuplify(teacher_tfm(*xb)))
                 self(xb, compute)
+        getattr(self, 'close', noop)()  # a store: its rows in the file itself, readable as `readonly='immutable'`
+        if world_size is None and _world() > 1: dist.barrier()  # every process's share is stored when each returns
         return self
 
 # %% ../../nbs/distill/cache.ipynb #0b19a938
@@ -380,9 +402,14 @@ def _sql(f):
 
 class _SQLiteFile:
     "An SQLite file in write-ahead-log mode, with one connection per process: what the store needs of SQLite"
-    def __init__(self, path:str|Path, readonly:bool=False, timeout:float=60.):
+    def __init__(self, path:str|Path, readonly:bool|str=False, timeout:float=60.):
+        if readonly not in (False, True, 'immutable'): raise ValueError(f"readonly={readonly!r}: use False, True or 'immutable'")
         self.path,self.readonly,self.timeout = Path(path),readonly,timeout
         self._con,self._pid = None,None
+        if readonly == 'immutable' and Path(f"{path}-wal").exists(): raise RuntimeError(
+            f"{self.what}: readonly='immutable' reads the file alone, but a write-ahead log is next to it ({path}-wal): a "
+            "process has the store open for writing, or stopped before folding its log in. Close the writers (a fill does "
+            "when it ends), or open the store once with readonly=False and close it.")
 
     @property
     def what(self): return f"TeacherStore {str(self.path)!r}"
@@ -394,6 +421,10 @@ class _SQLiteFile:
     def con(self) -> sqlite3.Connection:
         "This process's connection to the file (a forked or spawned child opens its own)"
         if self._con is None or self._pid != os.getpid():
+            if self.readonly == 'immutable':  # SQLite reads it without a lock and without -wal or -shm files: nothing is written
+                self._con = sqlite3.connect(f"{self.path.resolve().as_uri()}?immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+                self._pid = os.getpid()
+                return self._con
             self._con = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
             self._con.execute('PRAGMA page_size=16384')  # for a new file: rows of 2 KB (1,000 fp16 logits) share a page
             self._con.execute('PRAGMA journal_mode=WAL')
@@ -591,7 +622,7 @@ class TeacherStore(_Tokens, _StoreRows, TeacherOutputs):
                  path:str|Path,         # The store's file, created if missing
                  fmt:str|None=None,     # 'fp32' or 'fp16': how the outputs are stored. None: as the file says ('fp32' for a new one)
                  topk:int|None=None,    # Keep only the `topk` largest logits of each prediction. None: as the file says (all, for a new one)
-                 readonly:bool=False,   # Never write: outputs the teacher computes for missing items are used, not stored
+                 readonly:bool|str=False, # Never write: computed outputs are used, not stored. 'immutable': nor lock (network file systems; nothing may write it)
                  timeout:float=60.,     # Seconds to wait while another process writes
                  pad_id:int|None=None): # The token that pads the teacher's input (batch, seq_len): only real tokens are keyed and kept. None: as the file says
         TeacherOutputs.__init__(self)  # first: opening the file counts the inputs it was filled with as seen

@@ -11,7 +11,6 @@ from fastai.callback.hook import Hooks
 from fastai.callback.mixup import MixHandler
 from fastai.callback.training import GradientAccumulation
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from ..core.schedule import Schedule
@@ -20,6 +19,7 @@ from .teacher import _as_teacher, _named, _device, _float_dtype, _run_teacher, _
 from .losses import SoftTarget
 from .terms import DistillLoss, _layer_lists, _terms, _check_schedule, _values, _distill_loss, _unadapted, _task_outputs, _Outputs
 from .cache import TeacherOutputs, TeacherCache, TeacherStore
+from .distributed import _world, _from_rank0, _average
 
 # %% auto #0
 __all__ = ['KnowledgeDistillationCallback', 'DistillLoss', 'get_model_layers', 'get_module_by_name', 'match_feature_layers',
@@ -64,7 +64,7 @@ def _random_tfms(dl) -> list:
             and getattr(t, 'p', 0) > 0 and getattr(t, 'split_idx', 0) in (None, 0)]
 
 def _check_fit(terms:list, names_s:list, learn, live:bool=True, class_axis:int|None=None) -> _Outputs:
-    "What the outputs are; refuse what cannot work with the student's training: unknown layers, losses for other outputs, random inputs without a teacher, adapters across processes, labels under MixUp/CutMix"
+    "What the outputs are; refuse what cannot work with the student's training: unknown layers, losses for other outputs, random inputs without a teacher, learned parts across processes that cannot talk, labels under MixUp/CutMix"
     for n in names_s: _find_layer(learn.model, n, 'student')
     outputs = _task_outputs(learn.loss_func, class_axis)  # exclusive classes, independent labels or values
     outputs.check(terms)
@@ -73,15 +73,11 @@ def _check_fit(terms:list, names_s:list, learn, live:bool=True, class_axis:int|N
         f"transforms ({', '.join(rnd)}) that make new inputs at every epoch, and there is no teacher to compute them. "
         "Take them out of the training pipeline (item_tfms/batch_tfms), or give the teacher: distilling on augmented "
         "inputs (function matching) needs it live.")
-    if num_distrib() > 1 or (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        if any(t.adapters for t in terms): raise NotImplementedError(
-            "adapters=True is not supported in distributed training: the connectors live outside "
-            "DistributedDataParallel, so their gradients would not be averaged across processes. "
-            "Use layers whose shapes match, or a relational loss (Similarity, PKT, RKD) that needs no adapter.")
-        for t in terms:
-            if isinstance(t.loss, nn.Module): raise NotImplementedError(
-                f"{t.name} has learned parts, which are not supported in distributed training: they live outside "
-                "DistributedDataParallel, so their gradients would not be averaged across processes.")
+    # once per fit: with several processes, the phases average the learned parts' gradients through torch.distributed
+    if num_distrib() > 1 and _world() == 1 and (learned := [t.name for t in terms if t.adapters or isinstance(t.loss, nn.Module)]):
+        raise RuntimeError(f"WORLD_SIZE is {num_distrib()}, but torch.distributed is not initialized, so the learned parts of "
+                           f"{', '.join(learned)} (adapters, learned losses) could not be averaged across the processes: run "
+                           "the fit inside `learn.distrib_ctx()`, or call `torch.distributed.init_process_group()` first.")
     mix = [cb for cb in learn.cbs if isinstance(cb, MixHandler)]
     for t in terms:
         if mix and 'target' in t.uses: raise ValueError(
@@ -96,6 +92,12 @@ def _opt_params(opt) -> list:
     "The list of parameters in the optimizer's last group, which the adapters join during training"
     return opt.opt.param_groups[-1]['params'] if isinstance(opt, OptimWrapper) else opt.param_lists[-1]
 
+class _AverageGrads(Callback):
+    "Average the gradients of `params` over the processes before each step, as `DistributedDataParallel` does the student's"
+    order,run_valid = GradientAccumulation.order + 1,False  # once per step, after accumulation; before `MixedPrecision` unscales and checks them
+    def __init__(self, params:list): self.params = params  # `_Phase`'s list, which grows as parts are built
+    def before_step(self): _average([p.grad for p in self.params if p.grad is not None])
+
 class _Phase:
     "The teachers in eval mode on the student's device, and the learned modules in the optimizer, for one phase; `close` undoes both"
     def __init__(self,
@@ -103,7 +105,8 @@ class _Phase:
                  student:nn.Module,     # The learner's model
                  learned:list,          # Modules trained with the student (adapters, learned losses), in its mode
                  training:bool,         # Whether the phase trains
-                 opt=None):             # The learner's optimizer, which trains `learned` (None: nothing to train)
+                 opt=None,              # The learner's optimizer, which trains `learned` (None: nothing to train)
+                 learn=None):           # The learner: with several processes, it averages the gradients of `learned` (`_AverageGrads`)
         ids = {id(m) for m in _unwrap(student).modules()}
         self.teachers,self.opt,self.params,self.closed = teachers,opt,[],False
         self.modes = [(m, m.training) for t in teachers.values() for m in t.modules()]
@@ -114,6 +117,8 @@ class _Phase:
         for n,t in teachers.items():
             if None not in (self.devices[n], target) and self.devices[n] != target: t.to(target)
         for m in learned: m.to(target).train(training)
+        self.learn,self.sync = learn,(_AverageGrads(self.params) if None not in (opt, learn) and _world() > 1 else None)
+        if self.sync is not None: learn.add_cb(self.sync)
         self.add(learned)
 
     def add(self, learned:list):
@@ -123,6 +128,7 @@ class _Phase:
         new = [p for m in learned for p in m.parameters() if id(p) not in ids]
         _opt_params(self.opt).extend(new)
         self.params += new
+        if new and self.sync is not None: _from_rank0(new)  # several processes: every part trains from rank 0's values
 
     def close(self):
         "Restore the teachers' modes and devices, and take the learned modules' parameters out of the optimizer"
@@ -134,6 +140,7 @@ class _Phase:
         if self.opt is not None:
             ids = {id(p) for p in self.params}
             _opt_params(self.opt)[:] = [p for p in _opt_params(self.opt) if id(p) not in ids]
+        if self.sync is not None: self.learn.remove_cb(self.sync)
 
 # %% ../../nbs/distill/distillation_callback.ipynb #0eeb2eaa
 def _teacher_input(tfm:Callable, xb) -> tuple:
@@ -334,7 +341,7 @@ class _Installs:
         "Start a phase: the teachers in eval mode on the student's device, the learned modules in the optimizer, the teacher pass"
         self._close()
         teachers = _named(_present(self.teacher, self.cache))
-        self.phase = _Phase(teachers, self.learn.model, self.learned, self.training, getattr(self.learn, 'opt', None) if self.training else None)
+        self.phase = _Phase(teachers, self.learn.model, self.learned, self.training, getattr(self.learn, 'opt', None) if self.training else None, self.learn)
         self.tpass = _TeacherPass(teachers, self._layers_t, self.phase.shared, self.cache, self.teacher_output, self.teacher_tfm)
         self._stateful = any(isinstance(t.loss, nn.Module) for t in self._terms)  # learned losses: NaN must not reach their state
         self._mods_s = [_find_layer(self.learn.model, n, 'student') for n in self._names_s]

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from ..core.schedule import Schedule
 from .losses.base import _loss_params
+from .distributed import _for_ranks
 
 # %% auto #0
 __all__ = ['DistillLoss']
@@ -229,7 +230,7 @@ def _maps(term:DistillLoss, fm_s:dict, fm_t:dict, connectors:nn.ModuleDict, tag:
         if key not in connectors:
             conn = _connector(s[ns], t[nt])
             if conn is None: continue
-            connectors[key] = conn.to(s[ns].device)
+            connectors[key] = _for_ranks(conn.to(s[ns].device))  # several processes: rank 0's start, BatchNorm over all
         s[ns] = _adapt(connectors[key], s[ns], t[nt])
     return s,t
 

@@ -14,6 +14,8 @@ from fastai.callback.core import Callback
 from ..cache import item_keys
 from .base import _fp32
 from .learned import _LearnedLoss, _named_pairs
+import torch.distributed as dist
+from ..distributed import _world, _from_rank0, _sizes, _all_gather, _mean_all
 
 # %% auto #0
 __all__ = ['CRD', 'ContentKeys']
@@ -53,6 +55,19 @@ def _slot_index(slots:dict, ids, n_data:int, bs:int, device) -> Tensor:
     if len(idx) != bs: raise ValueError(f"CRD: {len(idx)} item ids for a batch of {bs} items: they are not this batch's ids")
     return idx
 
+# %% ../../../nbs/distill/losses_contrastive.ipynb #81c5495f
+def _all_items(ids, y:Tensor|None, bs:int, device, training:bool=True) -> tuple:
+    "`(rows, sizes, ids, y)`: with several processes in training, where this one's rows are among every one's ids and labels"
+    if not training or _world() == 1: return None,[bs],ids,y
+    sizes = _sizes(bs, device)
+    start = sum(sizes[:dist.get_rank()])
+    if isinstance(ids, Tensor): ids = _all_gather(ids.as_subclass(Tensor).reshape(-1).to(device), sizes)
+    else:  # content keys
+        out = [None] * len(sizes)
+        dist.all_gather_object(out, list(ids))
+        ids = [k for o in out for k in o]
+    return slice(start, start + bs),sizes,ids,(None if y is None else _all_gather(y, sizes))
+
 # %% ../../../nbs/distill/losses_contrastive.ipynb #94bd6e39
 class CRD(_LearnedLoss):
     "NCE between student and teacher embeddings, with a memory of negatives; as the authors' code, the positive is the item's memory (Tian et al., 2020)"
@@ -76,6 +91,7 @@ class CRD(_LearnedLoss):
         stdv = math.sqrt(3 / self.feat_dim)  # the authors' init: unit norm on average
         for n in ('memory_s', 'memory_t'):
             self.register_buffer(n, (torch.rand(self.n_data, self.feat_dim, dtype=s.dtype, device=s.device) * 2 - 1) * stdv)
+        _from_rank0([self.memory_s, self.memory_t])  # several processes: one memory, rank 0's
         self.register_buffer('labels', torch.full((self.n_data,), -1, device=s.device))
         self.register_buffer('Z', torch.full((2,), -1., dtype=s.dtype, device=s.device))
 
@@ -109,20 +125,23 @@ class CRD(_LearnedLoss):
                                                            "or use in-batch negatives (n_data=None)")
         bs = len(vs)
         y = target.as_subclass(Tensor).reshape(-1).to(vs.device) if isinstance(target, Tensor) and not target.is_floating_point() and target.numel() == bs else None
-        neg = self._negatives(y, bs, vs.device)
+        rows,sizes,ids,y = _all_items(ids, y, bs, vs.device, self.training)  # several processes: every one's items
+        neg = self._negatives(y, sum(sizes), vs.device)
         if self.training:
-            idx = _slot_index(self.slots, ids, self.n_data, bs, vs.device)
+            idx = _slot_index(self.slots, ids, self.n_data, sum(sizes), vs.device)
             cand = torch.cat([idx[:, None], neg], 1)
+            if rows is not None: cand = cand[rows]  # this process's items, each with the negatives one process would draw
             sc_s,sc_t = _scores(vs, self.memory_t, cand),_scores(vt, self.memory_s, cand)
         else:  # the positive: the other network's current embedding
             pos = (vs * vt).sum(1, keepdim=True)
             sc_s,sc_t = torch.cat([pos, _scores(vs, self.memory_t, neg)], 1),torch.cat([pos, _scores(vt, self.memory_s, neg)], 1)
         out_s = torch.exp(sc_s / self.T)  # the student's embedding against the teacher's memory
         out_t = torch.exp(sc_t / self.T)  # the teacher's against the student's
-        if self.Z[0] < 0: self.Z.copy_(torch.stack([out_s.mean(), out_t.mean()]).detach() * self.n_data)
+        if self.Z[0] < 0: self.Z.copy_(torch.stack([_mean_all(out_s), _mean_all(out_t)]).detach() * self.n_data)
         loss = _nce(out_s / self.Z[0], self.n_data) + _nce(out_t / self.Z[1], self.n_data)
         if self.training:
             with torch.no_grad():  # out of place: the scores' backward still needs the memory as it was
+                if rows is not None: vs,vt = _all_gather(torch.cat([vs, vt], 1), sizes).split([vs.shape[1], vt.shape[1]], 1)
                 for n,v in (('memory_s', vs), ('memory_t', vt)):
                     mem = getattr(self, n)
                     setattr(self, n, mem.index_copy(0, idx, F.normalize(mem[idx] * self.momentum + v * (1 - self.momentum), dim=1)))

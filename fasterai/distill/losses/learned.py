@@ -17,6 +17,7 @@ from fastai.data.core import DataLoaders
 from ..layers import _find_layer, _in_eval
 from ..teacher import _as_teacher, _device, _float_dtype, _cast, _inputs
 from .base import _fp32, _up, _pairs
+from ..distributed import _for_ranks
 
 # %% auto #0
 __all__ = ['SRD', 'VID', 'PADL2', 'OFD', 'ReviewKD', 'Paraphraser', 'FT']
@@ -29,8 +30,8 @@ class _LearnedLoss(nn.Module):
         self.__name__ = type(self).__name__  # the callback names the term's progress-table column after it
 
     def _place(self, m:nn.Module, like:Tensor) -> nn.Module:
-        "`m` on the device and in the dtype of `like`, in this loss's train/eval mode"
-        return m.to(like.device, like.dtype).train(self.training)
+        "`m` on the device and in the dtype of `like`, in this loss's train/eval mode; with several processes, rank 0's and with BatchNorm over all"
+        return _for_ranks(m.to(like.device, like.dtype).train(self.training))
 
 def _named_pairs(fm_s:dict, fm_t:dict, loss:str, same:str, min_ndim:int=2) -> list:
     "`_pairs` with the layers' names: `(student name, teacher name, s, t)` for each pair"
