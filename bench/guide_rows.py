@@ -1,17 +1,20 @@
 #!/usr/bin/env python
-"""Rows of the losses guide's table "The other methods, measured outside this page", for the losses added in tier 2.
+"""Rows of the losses guide's table "The other methods, measured outside this page", for the losses added in tier 2 and after.
 
-    PYTHONPATH=. .venv/bin/python bench/guide_rows.py                        # NST, Affinity, PADL2, FT, KDSVD
+    PYTHONPATH=. .venv/bin/python bench/guide_rows.py                        # every loss below (about 15 minutes)
     PYTHONPATH=. .venv/bin/python bench/guide_rows.py --losses PADL2,FT      # some of them
     PYTHONPATH=. .venv/bin/python bench/guide_rows.py --quick                # smoke run: one seed, one epoch each
 
 The setting of `nbs/tutorials/distill/losses_guide.ipynb`, outside the page because CI cannot afford it: the same
 digits data (100 labels, the rest unlabelled), teacher, student and augmentation (from `fasterai.distill.examples`)
-and `fit_student`; each loss at weight 0.5 with the power-of-ten scale the guide computes on an untrained student;
-seeds 0-2, and the baseline at the same seeds.
+and `fit_student`. A loss of the features only runs at weight 0.5, with the power-of-ten scale the guide computes on an
+untrained student; a loss that reads the logits (`DISTPlus`, `ProjectorKD`, `CTKD`) runs as the guide's output losses
+do: at weight 0.9, unscaled, with its default parameters. `FT` and `KTA` train their auto-encoder first (10 passes over
+the student's batches, left out of the epoch times). Seeds 0-2, and the baseline at the same seeds.
 Prints accuracy per seed, the mean and std, the gain paired with the baseline, and the median seconds per epoch as a
-multiple of the baseline's, with the CPU. `NST` is there to check the setting against its row (91.98 +- 2.08).
-About 1.5 minutes per loss on one core (KDSVD about 4).
+multiple of the baseline's, with the CPU. `NST` is there to check the setting against its row (91.98 +- 2.08 on the
+guide's Intel Xeon), and `SoftTarget` (T=4) and `DIST` to compare the losses on the logits with on another CPU.
+About 1.5 minutes per loss on one idle core (KDSVD about 4).
 """
 import argparse, math, time
 import numpy as np, pandas as pd
@@ -34,7 +37,7 @@ def student_cnn(): return digits_cnn(8, 16)
 EPOCHS, SEEDS = dict(teacher=10, student=8, paraphraser=10), (0, 1, 2)  # the guide's; --quick: one epoch, one seed
 
 set_seed(0, reproducible=True)
-from fasterai.distill.losses import NST, Affinity, PADL2, FT, KDSVD
+from fasterai.distill.losses import SoftTarget, DIST, NST, Affinity, PADL2, FT, KDSVD, ICKD, DISTPlus, ProjectorKD, CTKD, KTA
 
 class EpochTimer(Callback):
     def __init__(self): self.times = []
@@ -59,9 +62,19 @@ def paraphrased(seed):
     set_seed(seed, reproducible=True)
     return FT.from_teacher(teacher, '9', get_dls(x_mix, y_mix).train, epochs=EPOCHS['paraphraser'])
 
+def auto_encoded(seed):
+    "KTA's first stage: an auto-encoder trained on the teacher's maps over the student's training batches, as FT's"
+    set_seed(seed, reproducible=True)
+    return KTA.from_teacher(teacher, '9', get_dls(x_mix, y_mix).train, epochs=EPOCHS['paraphraser'])
+
 # name -> (a function of the seed giving the loss, the layers, adapters)
 LOSSES = {'NST': (lambda seed: NST, maps, False), 'Affinity': (lambda seed: Affinity, maps, False),
-          'PADL2': (lambda seed: PADL2(), pooled, True), 'FT': (paraphrased, last, False), 'KDSVD': (lambda seed: KDSVD, maps, True)}
+          'PADL2': (lambda seed: PADL2(), pooled, True), 'FT': (paraphrased, last, False), 'KDSVD': (lambda seed: KDSVD, maps, True),
+          'ICKD': (lambda seed: ICKD, maps, True), 'DISTPlus': (lambda seed: DISTPlus, maps, True),
+          'ProjectorKD': (lambda seed: ProjectorKD(), pooled, False), 'CTKD': (lambda seed: CTKD(), {}, False), 'KTA': (auto_encoded, last, False),
+          'SoftTarget': (lambda seed: partial(SoftTarget, T=4), {}, False), 'DIST': (lambda seed: DIST, {}, False)}
+# they read the logits: weight 0.9 and no scale, as the guide's output losses (SoftTarget at T=4 and DIST: its rows, to compare with on another CPU)
+LOGITS = {'DISTPlus', 'ProjectorKD', 'CTKD', 'SoftTarget', 'DIST'}
 
 def main(names):
     global teacher
@@ -77,9 +90,9 @@ def main(names):
     set_seed(0, reproducible=True)
     terms = [DistillLoss(LOSSES[n][0](0), name=n, adapters=LOSSES[n][2], **LOSSES[n][1]) for n in names]
     learn = Learner(get_dls(x_mix, y_mix), student_cnn(), masked_ce, opt_func=Adam, metrics=accuracy)
-    with learn.no_bar(): learn.fit(1, lr=0, cbs=KnowledgeDistillationCallback(teacher, terms, weight=0.))
+    with learn.no_bar(): learn.fit(1, lr=0, cbs=KnowledgeDistillationCallback(teacher, terms, weight=0., log_terms='raw'))
     size = dict(zip(learn.recorder.metric_names[1:-1], learn.recorder.values[-1]))
-    scale = {n: 10.0 ** round(math.log10(size['task_loss'] / size[n])) for n in names}
+    scale = {n: 1. if n in LOGITS else 10.0 ** round(math.log10(size['task_loss'] / size[n])) for n in names}
     print('scales', scale, flush=True)
     rows = []
     for seed in SEEDS:
@@ -87,7 +100,8 @@ def main(names):
         for n in names:
             make,layers,adapters = LOSSES[n]
             loss = make(seed)
-            kd = lambda: KnowledgeDistillationCallback(teacher, DistillLoss(loss, weight=scale[n], adapters=adapters, **layers), weight=0.5)
+            kd = lambda: KnowledgeDistillationCallback(teacher, DistillLoss(loss, weight=scale[n], adapters=adapters, **layers),
+                                                       weight=0.9 if n in LOGITS else 0.5)
             rows.append((n, seed, *fit_student(kd, seed)))
             print(rows[-1], flush=True)
     res = pd.DataFrame(rows, columns=['loss', 'seed', 'accuracy', 's_per_epoch'])

@@ -6,7 +6,7 @@
 __all__ = ['SoftTarget', 'Logits', 'Mutual', 'DecoupledKD', 'DIST', 'ChannelWise', 'Attention', 'NST', 'Affinity',
            'ActivationBoundaries', 'FitNet', 'FSP', 'KDSVD', 'ChannelWiseFeatures', 'ICKD', 'DISTPlus', 'Similarity',
            'PKT', 'RKD', 'CC', 'SRD', 'VID', 'PADL2', 'OFD', 'ReviewKD', 'CRD', 'ContentKeys', 'Paraphraser', 'FT',
-           'ProjectorKD', 'CTKD']
+           'ProjectorKD', 'CTKD', 'KTA']
 
 # %% ../../../nbs/distill/losses.ipynb #054fb41d
 import importlib
@@ -19,7 +19,7 @@ from .relational import *
 # Importing the torch-only losses should cost only torch. The learned ones (and the adaptive ones, built on them) need fastai, and CRD the cache's content keys
 # (sqlite3, xxhash): their names are looked up in this table, and their module imported, on first use
 _LAZY = {**{n: 'learned' for n in ('SRD', 'VID', 'PADL2', 'OFD', 'ReviewKD', 'Paraphraser', 'FT')},
-         **{n: 'adaptive' for n in ('ProjectorKD', 'CTKD')},
+         **{n: 'adaptive' for n in ('ProjectorKD', 'CTKD', 'KTA')},
          **{n: 'contrastive' for n in ('CRD', 'ContentKeys')}}
 
 def __getattr__(name:str):
@@ -34,4 +34,4 @@ def __dir__() -> list: return sorted([*globals(), *_LAZY])
 _all_ = ['SoftTarget', 'Logits', 'Mutual', 'DecoupledKD', 'DIST', 'ChannelWise',
          'Attention', 'NST', 'Affinity', 'ActivationBoundaries', 'FitNet', 'FSP', 'KDSVD', 'ChannelWiseFeatures',
          'ICKD', 'DISTPlus', 'Similarity', 'PKT', 'RKD', 'CC',
-         'SRD', 'VID', 'PADL2', 'OFD', 'ReviewKD', 'CRD', 'ContentKeys', 'Paraphraser', 'FT', 'ProjectorKD', 'CTKD']
+         'SRD', 'VID', 'PADL2', 'OFD', 'ReviewKD', 'CRD', 'ContentKeys', 'Paraphraser', 'FT', 'ProjectorKD', 'CTKD', 'KTA']

@@ -350,10 +350,10 @@ def _translator(cs:int, cf:int) -> nn.Module:
     "Three 3x3 convolutions from `cs` student channels to `cf` factor channels, each followed by a leaky ReLU"
     return _leaky(_conv3(cs, cs), _conv3(cs, cf), _conv3(cf, cf))
 
-def _check_rate(rate):
+def _check_rate(rate, loss:str='FT'):
     "Refuse a paraphrase rate that is not a positive number"
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
-        raise ValueError(f"FT: rate={rate!r}, but the paraphrase rate must be a positive number (the factor has rate times "
+        raise ValueError(f"{loss}: rate={rate!r}, but the paraphrase rate must be a positive number (the factor has rate times "
                          "the teacher map's channels; the authors use 0.5)")
 
 class Paraphraser(nn.Module):
@@ -376,17 +376,21 @@ class Paraphraser(nn.Module):
     def trained(self) -> bool: return bool(self.steps > 0)
 
 # %% ../../../nbs/distill/losses_learned.ipynb #d488d955
-def _fit_paraphraser(teacher, layer:str, dl, rate:float, epochs:int, lr:float) -> Paraphraser:
-    "The first stage of `FT.from_teacher`: a `Paraphraser` of the teacher's maps at `layer`, trained with Adam over `epochs` passes on `dl`"
+def _l1_reconstruction(para:Paraphraser, t:Tensor) -> Tensor:
+    "FT's reconstruction loss, as the authors' code: the mean absolute error, where the paper squares"
+    return F.l1_loss(para(t), t)
+
+def _fit_paraphraser(teacher, layer:str, dl, rate:float, epochs:int, lr:float, recon=_l1_reconstruction, loss:str='FT') -> Paraphraser:
+    "The first stage of `FT.from_teacher`: a `Paraphraser` of the teacher's maps at `layer`, trained on `recon(para, map)` with Adam over `epochs` passes on `dl`"
     teacher = _as_teacher(teacher)
     if not isinstance(layer, str):
-        raise TypeError(f"FT.from_teacher: layer must be the name of one teacher layer, as in activations_teacher, got a "
-                        f"{type(layer).__name__}: FT compares one pair of layers")
+        raise TypeError(f"{loss}.from_teacher: layer must be the name of one teacher layer, as in activations_teacher, got a "
+                        f"{type(layer).__name__}: {loss} compares one pair of layers")
     mod = _find_layer(teacher, layer, 'teacher')
-    _check_rate(rate)
+    _check_rate(rate, loss)
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"FT.from_teacher: epochs={epochs!r}, but the paraphraser needs at least one pass over dl")
-    if not lr > 0: raise ValueError(f"FT.from_teacher: lr={lr!r}, but the learning rate must be positive")
+        raise ValueError(f"{loss}.from_teacher: epochs={epochs!r}, but the paraphraser needs at least one pass over dl")
+    if not lr > 0: raise ValueError(f"{loss}.from_teacher: lr={lr!r}, but the learning rate must be positive")
     if isinstance(dl, DataLoaders): dl = dl.train  # its length sizes the progress bar
     device,dtype = _device(teacher),_float_dtype(teacher)
     para = opt = None
@@ -397,19 +401,19 @@ def _fit_paraphraser(teacher, layer:str, dl, rate:float, epochs:int, lr:float) -
             for xb in progress_bar(_inputs(dl, device), total=len(dl), parent=mb):
                 with hook_output(mod) as h, torch.no_grad(): teacher(*_cast(xb, dtype))
                 if not isinstance(h.stored, Tensor):
-                    raise TypeError(f"FT.from_teacher: teacher layer {layer!r} returned a {type(h.stored).__name__}, not a tensor: "
+                    raise TypeError(f"{loss}.from_teacher: teacher layer {layer!r} returned a {type(h.stored).__name__}, not a tensor: "
                                     "hook a submodule that returns a single tensor")
-                t = _as_4d(_up(h.stored), 'FT', 'teacher', layer)
+                t = _as_4d(_up(h.stored), loss, 'teacher', layer)
                 if para is None:
                     para = Paraphraser(t.shape[1], rate).to(t.device, t.dtype)
                     opt = torch.optim.Adam(para.parameters(), lr=lr)
-                loss = F.l1_loss(para(t), t)  # the authors' code: the mean absolute error, where the paper squares
-                opt.zero_grad(); loss.backward(); opt.step()
+                l = recon(para, t)
+                opt.zero_grad(); l.backward(); opt.step()
                 para.steps += 1
-                total,n = total + loss.detach(),n + 1  # read once per pass: no wait for the device at each step
-            if not n: raise ValueError("FT.from_teacher: dl gave no batch: pass the batches to train the paraphraser on")
+                total,n = total + l.detach(),n + 1  # read once per pass: no wait for the device at each step
+            if not n: raise ValueError(f"{loss}.from_teacher: dl gave no batch: pass the batches to train the paraphraser on")
             para.losses.append(total.item() / n)
-            mb.main_bar.comment = f'reconstruction L1 {para.losses[-1]:.4g}'
+            mb.main_bar.comment = f'reconstruction loss {para.losses[-1]:.4g}'
     return para
 
 # %% ../../../nbs/distill/losses_learned.ipynb #ec3a9f5d
@@ -418,16 +422,19 @@ class FT(_LearnedLoss):
     def __init__(self,
                  paraphraser:Paraphraser):  # Trained on the teacher's maps (see `FT.from_teacher`); frozen here
         super().__init__()
+        n = self.__name__
         if not isinstance(paraphraser, Paraphraser):
-            raise TypeError(f"FT takes a trained Paraphraser, got {type(paraphraser).__name__}: build one with FT.from_teacher(teacher, layer, dl)")
+            raise TypeError(f"{n} takes a trained Paraphraser, got {type(paraphraser).__name__}: build one with {n}.from_teacher(teacher, layer, dl)")
         if not paraphraser.trained:
-            raise ValueError("FT: the paraphraser has not been trained (0 steps), so its factors would be random: train it on the "
-                             "teacher's maps with FT.from_teacher(teacher, layer, dl), or load trained weights into it "
+            raise ValueError(f"{n}: the paraphraser has not been trained (0 steps), so its factors would be random: train it on the "
+                             f"teacher's maps with {n}.from_teacher(teacher, layer, dl), or load trained weights into it "
                              "(its `steps` buffer comes with its state_dict)")
         for p in paraphraser.parameters():
             p.requires_grad_(False)
             p.grad = None  # a gradient left from its training would still be stepped by the student's optimizer
         self.paraphraser,self.translator = paraphraser.eval(),None
+
+    _student_part = staticmethod(_translator)  # builds the student's side, from its channels to the factor's
 
     @classmethod
     def from_teacher(cls,
@@ -451,18 +458,19 @@ class FT(_LearnedLoss):
                 fm_s:dict,  # One student layer, name -> (batch, channels, height, width) or (batch, features)
                 fm_t:dict,  # The teacher layer the paraphraser was trained on, with the same batch and spatial sizes
                 **kwargs):
-        (ns,nt,s,t),*rest = _named_pairs(fm_s, fm_t, 'FT', 'spatial')
-        if rest: raise ValueError(f"FT compares one pair of layers, the teacher's being the one its paraphraser was trained on; "
+        n = self.__name__  # FT, or a loss built on it
+        (ns,nt,s,t),*rest = _named_pairs(fm_s, fm_t, n, 'spatial')
+        if rest: raise ValueError(f"{n} compares one pair of layers, the teacher's being the one its paraphraser was trained on; "
                                   f"got {len(rest) + 1}: {list(fm_s)} and {list(fm_t)}")
-        s,t = _as_4d(s, 'FT', 'student', ns),_as_4d(t, 'FT', 'teacher', nt)
+        s,t = _as_4d(s, n, 'student', ns),_as_4d(t, n, 'teacher', nt)
         para = self.paraphraser
         if t.shape[1] != para.c:
-            raise ValueError(f"FT: teacher layer {nt!r} gives {t.shape[1]} channels, but the paraphraser was trained on maps with "
-                             f"{para.c}: list in activations_teacher the layer given to FT.from_teacher")
-        if self.translator is None: self.translator = self._place(_translator(s.shape[1], para.factor_channels), s)
+            raise ValueError(f"{n}: teacher layer {nt!r} gives {t.shape[1]} channels, but the paraphraser was trained on maps with "
+                             f"{para.c}: list in activations_teacher the layer given to {n}.from_teacher")
+        if self.translator is None: self.translator = self._place(self._student_part(s.shape[1], para.factor_channels), s)
         conv = self.translator[0]
         if s.shape[1] != conv.in_channels:
-            raise ValueError(f"FT: student layer {ns!r} gives {s.shape[1]} channels, but its translator was built for {conv.in_channels}")
+            raise ValueError(f"{n}: student layer {ns!r} gives {s.shape[1]} channels, but its translator was built for {conv.in_channels}")
         with torch.no_grad(): f_t = para.encoder(t.to(para.encoder[0].weight.dtype))
         f_s = self.translator(s.to(conv.weight.dtype))
         return (F.normalize(f_s.flatten(1), dim=1) - F.normalize(f_t.to(f_s.dtype).flatten(1), dim=1)).abs().mean()
