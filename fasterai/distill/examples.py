@@ -5,6 +5,7 @@
 # %% ../../nbs/distill/examples.ipynb #a616b8c1
 from __future__ import annotations
 import ast, math, re, sysconfig
+from collections import Counter
 from pathlib import Path
 import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
@@ -16,7 +17,7 @@ from sklearn.model_selection import train_test_split
 
 # %% auto #0
 __all__ = ['digits', 'pick_labels', 'conv_bn', 'digits_cnn', 'digits_mlp', 'RandomAffine', 'stdlib_docstrings', 'word_tokens',
-           'lm_windows', 'WordLSTM']
+           'lm_windows', 'docstring_lm', 'WordLSTM']
 
 # %% ../../nbs/distill/examples.ipynb #40ecb3f4
 def digits(test_size:float=0.3,  # Share of the images kept for the test set
@@ -103,6 +104,19 @@ def lm_windows(ids:Tensor,  # A stream of token ids
     "Non-overlapping `(input, labels)` pairs of `sl` tokens each, the labels shifted by one token"
     n = (len(ids) - 1) // sl
     return list(zip(ids[:n*sl].view(n, sl), ids[1:n*sl + 1].view(n, sl)))
+
+# %% ../../nbs/distill/examples.ipynb #2430dbf8
+def docstring_lm(vocab_sz:int=3000, # Tokens in the vocabulary, `xxunk` included
+                 sl:int=32,         # Tokens per window
+                 every:int=10):     # Every `every`-th file is held out
+    "The standard library's docstrings as `(train, valid, vocab)`: windows of token ids (`lm_windows`), and the vocabulary"
+    toks = [[t for d in ds for t in word_tokens(d) + ['xxeos']] for ds in stdlib_docstrings().values()]
+    train = [t for i,ts in enumerate(toks) if i % every for t in ts]
+    counts = Counter(train)
+    vocab = ['xxunk'] + [w for w,_ in counts.most_common(vocab_sz) if w != 'xxunk'][:vocab_sz - 1]
+    ids = {w: i for i,w in enumerate(vocab)}
+    def windows(tokens): return lm_windows(torch.tensor([ids.get(t, 0) for t in tokens]), sl)
+    return windows(train),windows([t for i,ts in enumerate(toks) if i % every == 0 for t in ts]),vocab
 
 # %% ../../nbs/distill/examples.ipynb #a06b6911
 class WordLSTM(nn.Module):
