@@ -3,4 +3,5 @@ from fastai.basics import *
 from ..core.schedule import *
 from .losses import *
 from .distillation_callback import *
+from .topk import *
 from .cache import *

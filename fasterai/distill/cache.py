@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 from .layers import _find_layer, _in_eval
 from .teacher import _as_teacher, _device, _float_dtype, _run_teacher, _inputs
+from .topk import TopK
 
 # %% auto #0
 __all__ = ['item_keys', 'TeacherOutputs', 'TeacherCache', 'TeacherStore']
@@ -211,8 +212,8 @@ class _Codec:
         self.exact = not topk and all(d == _dtype(o) or (d == torch.float32 and _dtype(o) in (torch.float16, torch.bfloat16))
                                       for (_,d),(_,o) in zip(self.parts, spec))
 
-    def encode(self, outs:list) -> list[bytes]:
-        "One row of bytes per item, its CRC-32 last"
+    def encode(self, outs:list, mask=None) -> list[bytes]:
+        "One row of bytes per item, its CRC-32 last (`mask`: for a codec of tokens)"
         n,pred = len(outs[0]),outs[0].detach()
         if self.topk:
             z = pred.float()
@@ -246,6 +247,98 @@ class _Codec:
             vals,idx,tail = parts[:3]
             parts = [tail.expand(n, self.spec[0][0][0]).clone().scatter_(1, idx.long(), vals.float()), *parts[3:]]
         return [p.to(device=device, dtype=_dtype(d)) for p,(_,d) in zip(parts, self.spec)]
+
+# %% ../../nbs/distill/cache.ipynb #23c66686
+class _TokenCodec:
+    "The bytes of one item's real tokens, of a (seq_len, classes) prediction of any length: per token, its top `topk` or all its logits"
+    exact = False  # what is served is what was stored, in every epoch
+    def __init__(self, spec:list, dtype:torch.dtype, topk:int|None=None):
+        if len(spec) > 1: raise ValueError("A store of tokens keeps the teacher's prediction only: fill it without layers=")
+        self.spec,self.dtype,self.topk,n = spec,dtype,topk,spec[0][0][-1]
+        if topk and not topk < n: raise ValueError(f"topk={topk}: keep fewer than the teacher's {n} classes, or store full logits (topk=None)")
+        fl = _numpy_dtype(dtype)
+        self.n_classes,self.cols = n,[(topk, fl), (topk, np.dtype(np.uint16 if n <= 2**16 else np.int32)), (1, fl)] if topk else [(n, fl)]
+        self.nbytes = sum(w*d.itemsize for w,d in self.cols)  # of one token
+
+    def encode(self, outs:list, mask:Tensor|None=None) -> list[bytes]:
+        "One row of bytes per item: its real tokens (where `mask` (batch, seq_len) is True; all without it), its CRC-32 last"
+        z = outs[0].detach()
+        counts = (mask.sum(1) if mask is not None else torch.full((len(z),), z.shape[1])).tolist()
+        z = (z.reshape(-1, z.shape[-1]) if mask is None else z[mask]).float()
+        if self.topk:
+            t = TopK.from_logits(z, self.topk)
+            parts = [t.logp.clamp_min(-1e4), t.idx, t.rest.clamp_min(-1e4)[:, None]]  # a probability of 0 stays finite in fp16
+        else: parts = [z]
+        if self.dtype == torch.float16 and z.numel() and 65504 < (big := z.abs().max().item()) < math.inf and not self.topk:
+            raise ValueError(f"A teacher logit reaches {big:.3g}, beyond fp16's range (65504): store the tokens with fmt='fp32'")
+        a = np.concatenate([p.cpu().numpy().astype(d).reshape(len(z), -1).view(np.uint8) for p,(_,d) in zip(parts, self.cols)], 1)
+        ends = np.cumsum(counts).tolist()
+        return [(r := a[e-c:e].tobytes()) + zlib.crc32(r).to_bytes(4, 'little') for c,e in zip(counts, ends)]
+
+    def decode(self, rows:list, device=None) -> list:
+        "The tokens of the items whose rows are `rows`, as one `_TokenRows` on `device`; a damaged row raises `ValueError`"
+        n_tok = [(len(r) - 4) // self.nbytes for r in rows]
+        if any(len(r) < 4 or len(r) - 4 != n*self.nbytes for r,n in zip(rows, n_tok)): raise ValueError(
+            f"a row has the wrong length (not 4 bytes and a whole number of tokens of {self.nbytes})")
+        bad = [i for i,r in enumerate(rows) if zlib.crc32(memoryview(r)[:-4]) != int.from_bytes(r[-4:], 'little')]
+        if bad: raise ValueError(f"{len(bad)} of {len(rows)} rows fail their checksum")
+        a = np.frombuffer(b''.join(memoryview(r)[:-4] for r in rows), dtype=np.uint8).reshape(-1, self.nbytes)
+        parts,o = [],0
+        for w,d in self.cols:
+            parts.append(torch.from_numpy(np.ascontiguousarray(a[:, o:o + w*d.itemsize]).view(d).reshape(-1, w))); o += w*d.itemsize
+        if self.topk: out = TopK(parts[1].long(), parts[0].float(), parts[2][:, 0].float(), self.n_classes)
+        else: out = parts[0].to(_dtype(self.spec[0][1]))
+        return [_TokenRows(out.to(device), torch.tensor(n_tok))]
+
+def _codec(spec:list, dtype:torch.dtype, topk:int|None=None):
+    "The codec of a store's rows: of tokens where the prediction's length is free (`None`), of items otherwise"
+    return _TokenCodec(spec, dtype, topk) if spec[0][0][:1] == [None] else _Codec(spec, dtype, topk)
+
+def _token_spec(spec:list, topk:int|None, pad_id:int|None) -> list:
+    "The spec a store records: a (seq_len, classes) prediction with `topk` or `pad_id` is kept by token, its length free"
+    shape,d = spec[0]
+    if pad_id is not None and len(shape) != 2: raise ValueError(
+        f"pad_id={pad_id} marks the padding of a language model's tokens, and the teacher predicts (batch, {', '.join(map(str, shape))}), "
+        "not (batch, seq_len, classes)")
+    return [[[None, shape[1]], d], *spec[1:]] if len(shape) == 2 and (topk or pad_id is not None) else spec
+
+# %% ../../nbs/distill/cache.ipynb #0bfa1764
+class _TokenRows:
+    "A batch's real tokens, item after item: their rows (a `TopK` or a tensor of logits) and each item's count"
+    def __init__(self, rows, counts:Tensor): self.rows,self.counts = rows,counts
+    def __len__(self) -> int: return len(self.counts)
+    dtype = property(lambda self: self.rows.dtype)
+    def to(self, *args, **kwargs) -> _TokenRows: return _TokenRows(self.rows.to(*args, **kwargs), self.counts)
+
+    def __getitem__(self, i) -> _TokenRows:
+        "Items `i` (indices), in that order"
+        i = torch.as_tensor(i).cpu()
+        start,n = (self.counts.cumsum(0) - self.counts)[i],self.counts[i]
+        r = torch.repeat_interleave(start - (n.cumsum(0) - n), n) + torch.arange(int(n.sum()))
+        return _TokenRows(self.rows[r.to(self.rows.device)], n)
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        "`torch.cat` of the items of several batches (the stored ones, then the computed ones, as `_merge` does)"
+        if func is not torch.cat: return NotImplemented
+        return _TokenRows(torch.cat([o.rows for o in args[0]]), torch.cat([o.counts for o in args[0]]))
+
+    def padded(self, mask:Tensor|None=None):
+        "The tokens at the positions `mask` (batch, seq_len) marks: a `TopK` whose `valid` is `mask`, or logits with 0 at padding"
+        if mask is None:  # every position a token
+            if len(set(self.counts.tolist())) > 1: raise ValueError(f"Items of {sorted(set(self.counts.tolist()))} tokens cannot "
+                                                                    "make a batch without padding: give the store pad_id=")
+            return self.rows.reshape(len(self), -1, self.rows.shape[-1])
+        if mask.sum(1).tolist() != self.counts.tolist(): raise ValueError(
+            f"The store holds {self.counts.tolist()} tokens for these items, and the batch has {mask.sum(1).tolist()} real tokens: "
+            "the teacher's prediction must have a position for each token of its input")
+        mask,t = mask.to(self.rows.device),self.rows
+        if isinstance(t, Tensor): return t.new_zeros(*mask.shape, t.shape[-1]).index_put_((mask,), t)
+        idx = torch.arange(t.k, device=mask.device).expand(*mask.shape, t.k).clone()
+        logp = torch.full((*mask.shape, t.k), -math.log(t.n_classes), device=mask.device)   # padding: a uniform distribution
+        rest = torch.full(mask.shape, math.log1p(-t.k / t.n_classes), device=mask.device)
+        idx[mask],logp[mask],rest[mask] = t.idx,t.logp,t.rest
+        return TopK(idx, logp, rest, t.n_classes, mask)
 
 # %% ../../nbs/distill/cache.ipynb #f37cf75f
 def _fingerprint(teacher:nn.Module) -> dict:
@@ -345,7 +438,7 @@ def _check_head(p:Path, readonly:bool):
 
 def _fmt_desc(fmt, topk) -> str: return f"the top {topk} logits in {fmt}" if topk else f"full outputs in {fmt}"
 
-def _check_meta(p:Path, meta:dict, fmt:str|None, topk:int|None):
+def _check_meta(p:Path, meta:dict, fmt:str|None, topk:int|None, pad_id:int|None=None):
     "Refuse a database that is not a TeacherStore, one of a version this code cannot read, or one not in the format asked for"
     if meta.get('kind') != 'fasterai.TeacherStore': raise ValueError(f"{p} is an SQLite database, but not a TeacherStore")
     if meta.get('version') != 2: raise ValueError(
@@ -355,22 +448,25 @@ def _check_meta(p:Path, meta:dict, fmt:str|None, topk:int|None):
     if (fmt or has[0], topk or has[1]) != has: raise ValueError(
         f"{p} stores {_fmt_desc(*has)}, not {_fmt_desc(fmt or has[0], topk or has[1])}: "
         "open it with fmt=None, topk=None (its own format), or fill another store")
+    if pad_id is not None and pad_id != (has := meta['format'].get('pad_id')): raise ValueError(
+        f"{p} keys its items by their tokens {'with pad_id=' + str(has) if has is not None else 'without padding'}, not with pad_id={pad_id}: "
+        "open it with pad_id=None (its own), or fill another store")
 
 # %% ../../nbs/distill/cache.ipynb #93be1790
 class _StoreFile(_SQLiteFile):
     "A store's file: its tables and its record (`meta`), checked when it opens"
-    def __init__(self, path:str|Path, fmt:str|None=None, topk:int|None=None, readonly:bool=False, timeout:float=60.):
+    def __init__(self, path:str|Path, fmt:str|None=None, topk:int|None=None, readonly:bool=False, timeout:float=60., pad_id:int|None=None):
         if fmt is not None and fmt not in _FORMATS: raise ValueError(f"fmt={fmt!r}: use one of {', '.join(map(repr, _FORMATS))}")
         if topk is not None and not (isinstance(topk, int) and topk > 0): raise ValueError(f"topk={topk!r}: give a positive number of logits to keep, or None for all")
         super().__init__(path, readonly, timeout)
         self._codec = None
-        self._open(fmt, topk)
+        self._open(fmt, topk, pad_id)
 
     def _meta(self) -> dict:
         return {k: json.loads(v) for k,v in self.con.execute('SELECT k, v FROM meta')}
 
     @_sql
-    def _open(self, fmt, topk):
+    def _open(self, fmt, topk, pad_id=None):
         "Check the file, create the tables of a new store, and check the format asked for against the file's"
         p = self.path
         _check_head(p, self.readonly)
@@ -378,13 +474,13 @@ class _StoreFile(_SQLiteFile):
         if tables and 'meta' not in tables: raise ValueError(f"{p} is an SQLite database, but not a TeacherStore (its tables: {sorted(tables)})")
         if not tables:
             if self.readonly: raise ValueError(f"{p} is an empty database, not a TeacherStore: fill one first, or pass readonly=False")
-            self._create(fmt, topk)
+            self._create(fmt, topk, pad_id)
         meta = self._meta()
-        _check_meta(p, meta, fmt, topk)
-        self.fmt,self.topk = meta['format']['fmt'],meta['format']['topk']
+        _check_meta(p, meta, fmt, topk, pad_id)
+        self.fmt,self.topk,self.pad_id = meta['format']['fmt'],meta['format']['topk'],meta['format'].get('pad_id')
         self._load(meta)
 
-    def _create(self, fmt, topk):
+    def _create(self, fmt, topk, pad_id=None):
         "The tables of a new store, and its record"
         with self._write() as con:
             con.execute('CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)')
@@ -393,13 +489,13 @@ class _StoreFile(_SQLiteFile):
             con.execute('CREATE TABLE IF NOT EXISTS items (r INTEGER PRIMARY KEY, id INTEGER NOT NULL, k BLOB NOT NULL, v BLOB NOT NULL)')
             con.execute('CREATE UNIQUE INDEX IF NOT EXISTS items_id ON items (id)')
             if not self._meta():
-                new = {'kind': 'fasterai.TeacherStore', 'version': 2, 'format': {'fmt': fmt or 'fp32', 'topk': topk}}
+                new = {'kind': 'fasterai.TeacherStore', 'version': 2, 'format': {'fmt': fmt or 'fp32', 'topk': topk, 'pad_id': pad_id}}
                 con.executemany('INSERT INTO meta VALUES (?, ?)', [(k, json.dumps(v)) for k,v in new.items()])
 
     def _load(self, meta:dict):
         "What the file says about its outputs, once the first rows are in"
         self.meta = meta
-        if self._codec is None and 'outputs' in meta: self._codec = _Codec(meta['outputs'], _FORMATS[self.fmt], self.topk)
+        if self._codec is None and 'outputs' in meta: self._codec = _codec(meta['outputs'], _FORMATS[self.fmt], self.topk)
 
     def _record(self, k:str, v):
         "`meta[k]`: `v`, written unless another process wrote it first"
@@ -434,14 +530,14 @@ class _StoreRows(_StoreFile):
         try: return self._codec.decode(rows, device)
         except ValueError as e: raise self._damaged(e) from None
 
-    def _encode(self, outs:list) -> tuple:
-        "The codec of the store's rows (made for the first ones) and the rows of `outs`; outputs of another spec are refused"
-        spec = _spec(outs)
-        codec = self._codec or _Codec(spec, _FORMATS[self.fmt], self.topk)
+    def _encode(self, outs:list, mask:Tensor|None=None) -> tuple:
+        "The codec of the store's rows (made for the first ones) and the rows of `outs` (of tokens: those `mask` marks); outputs of another spec are refused"
+        spec = _token_spec(_spec(outs), self.topk, self.pad_id)
+        codec = self._codec or _codec(spec, _FORMATS[self.fmt], self.topk)
         if codec.spec != spec: raise ValueError(
             f"{self.what} holds outputs of shapes and dtypes {codec.spec} (the prediction, then the maps), and the teacher "
             f"gave {spec}. Another teacher, another number of classes or other layers need another store.")
-        return codec,codec.encode(outs)
+        return codec,codec.encode(outs, mask)
 
     def _append(self, keys:list, rows:list, how:dict):
         "Add `rows` under `keys` in one transaction, with the first rows a record of `how` they were computed"
@@ -472,8 +568,22 @@ def _input_hint(meta:dict, xb) -> str:
     if spec == meta.get('inputs', spec): return hint
     return f" This batch's teacher input is {spec} (shape of an item, dtype); the store was filled with {meta['inputs']}.{hint}"
 
+# %% ../../nbs/distill/cache.ipynb #bbbd57bb
+def _token_keys(xb:list, pad_id:int) -> list[bytes]:
+    "One key per item of token batch `xb`: its real tokens (not `pad_id` in `xb[0]`) only, so that any padding finds it"
+    real = xb[0] != pad_id
+    return [item_keys([x[i][real[i]][None] if x.shape[:2] == real.shape else x[i:i+1] for x in xb])[0] for i in range(len(real))]
+
+class _Tokens:
+    "What a store of a language model's tokens changes: items keyed by their real tokens, and served in the batch's padding"
+    def _real(self, xb) -> Tensor|None: return None if self.pad_id is None else xb[0] != self.pad_id
+    def keys(self, xb) -> list[bytes]: return item_keys(xb) if self.pad_id is None else _token_keys(xb, self.pad_id)
+    def __call__(self, xb, compute:Callable|None) -> list:
+        outs = super().__call__(xb, compute)
+        return [outs[0].padded(self._real(xb)), *outs[1:]] if isinstance(outs[0], _TokenRows) else outs
+
 # %% ../../nbs/distill/cache.ipynb #fc958327
-class TeacherStore(_StoreRows, TeacherOutputs):
+class TeacherStore(_Tokens, _StoreRows, TeacherOutputs):
     "Teacher outputs in an SQLite file, keyed like `TeacherCache` and tied to one teacher: crash-safe, shared by processes"
     _remedy = ("The store now stops looking up and storing for this fit (its file is kept): distilling on augmented "
                "inputs needs the teacher live, without a store.")
@@ -482,10 +592,11 @@ class TeacherStore(_StoreRows, TeacherOutputs):
                  fmt:str|None=None,     # 'fp32' or 'fp16': how the outputs are stored. None: as the file says ('fp32' for a new one)
                  topk:int|None=None,    # Keep only the `topk` largest logits of each prediction. None: as the file says (all, for a new one)
                  readonly:bool=False,   # Never write: outputs the teacher computes for missing items are used, not stored
-                 timeout:float=60.):    # Seconds to wait while another process writes
+                 timeout:float=60.,     # Seconds to wait while another process writes
+                 pad_id:int|None=None): # The token that pads the teacher's input (batch, seq_len): only real tokens are keyed and kept. None: as the file says
         TeacherOutputs.__init__(self)  # first: opening the file counts the inputs it was filled with as seen
         self._sel,self._layers,self._tfm,self._fp,self._fp_state = (None,)*5
-        _StoreFile.__init__(self, path, fmt, topk, readonly, timeout)
+        _StoreFile.__init__(self, path, fmt, topk, readonly, timeout, pad_id)
 
     def __repr__(self): return f"TeacherStore({str(self.path)!r}, fmt={self.fmt!r}, topk={self.topk}): {len(self):,} items"
     def __getstate__(self): return {**super().__getstate__(), 'teacher': None, 'tensors': [], '_fp_state': None}
@@ -531,7 +642,7 @@ class TeacherStore(_StoreRows, TeacherOutputs):
         if self._sel is not None: raise ValueError(
             f"{self.what} holds rows with the maps of the teacher's layers {self.meta['layers']}, and this fit computes "
             f"those of {self._layers} only: it cannot add rows. Compute them all, or pass readonly=True to store nothing")
-        codec,rows = self._encode(outs)
+        codec,rows = self._encode(outs, self._real(xb))
         if not self.readonly: self._append(keys, rows, {'outputs': codec.spec, 'inputs': _spec(xb),
             'autocast': _autocast_key(xb[0].device.type), 'layers': self._layers, 'teacher_tfm': self._tfm})
         return outs if codec.exact else codec.decode(rows, xb[0].device)

@@ -140,9 +140,13 @@ def _teacher_input(tfm:Callable, xb) -> tuple:
         f"teacher_tfm returned {[type(x).__name__ for x in xb]}: it must return the teacher's input as a tensor or a tuple of tensors")
     return xb
 
+def _floats(outs) -> list[Tensor]:
+    "The floating-point tensors of `outs`, those of an output made of tensors (such as a `TopK`: its `floats()`) included"
+    return [t for o in outs for t in (o.floats() if hasattr(o, 'floats') else [o]) if isinstance(t, Tensor) and t.is_floating_point()]
+
 def _sums_finite(outs):
     "Whether the sum of each floating-point tensor in `outs` is finite, as a 0-d tensor (no sync with the device)"
-    ts = [o for o in outs if isinstance(o, Tensor) and o.is_floating_point()]
+    ts = _floats(outs)
     if len(ts) == 1: return ts[0].sum(dtype=torch.float32).isfinite()
     return torch.stack([t.sum(dtype=torch.float32) for t in ts]).isfinite().all() if ts else True
 
@@ -280,7 +284,7 @@ def _say_unadapted(terms:list, connectors):
 def _all_finite(outs, finite=True) -> bool:
     "Whether the floating-point tensors in `outs` are all finite: `finite` (`_sums_finite(outs)`) first, the exact check only if it fails"
     # a NaN or Inf anywhere makes a sum non-finite: one cheap reduction per map, the exact check only if it fails
-    return bool(finite) or all(torch.isfinite(o).all() for o in outs if isinstance(o, Tensor) and o.is_floating_point())
+    return bool(finite) or all(torch.isfinite(o).all() for o in _floats(outs))
 
 def _nonfinite_msg(teacher, learn) -> str:
     where = ("a batch" if learn is None else f"training batch {learn.iter} of epoch {learn.epoch}" if learn.training

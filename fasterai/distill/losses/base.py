@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from ..topk import TopK
 
 # %% auto #0
 __all__ = []
@@ -82,6 +83,9 @@ def _rows(z:Tensor, axis:int=1) -> Tensor:
 def _outputs(pred, teacher_pred, loss:str, rows:bool=True, axis:int=1) -> tuple[Tensor, Tensor]:
     "Check the student and teacher outputs for `loss`, detach the teacher's and upcast both; as rows of the classes on `axis`"
     for role,o in (('student output `pred`', pred), ('teacher output `teacher_pred`', teacher_pred)):
+        if isinstance(o, TopK): raise ValueError(
+            f"{loss} needs the teacher's full outputs, and the {role} is its top {o.k} classes (a TopK, as a TeacherStore with "
+            "topk= serves a language model's tokens): use SoftTarget or Mutual, or fill a store with topk=None")
         if not isinstance(o, Tensor): raise TypeError(f"{loss}: the {role} is a {type(o).__name__}, not a tensor")
     if pred.shape != teacher_pred.shape:
         raise ValueError(f"{loss}: student output {tuple(pred.shape)} vs teacher output {tuple(teacher_pred.shape)}: "

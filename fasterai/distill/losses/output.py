@@ -8,7 +8,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from .base import _fp32, _outputs, _kl, _channel_kl
+from .base import _fp32, _outputs, _kl, _channel_kl, _up
+from ..topk import TopK, _tempered, _grouped
 
 # %% auto #0
 __all__ = ['SoftTarget', 'Logits', 'Mutual', 'DecoupledKD', 'DIST', 'ChannelWise']
@@ -43,7 +44,7 @@ def _divergence(logp_s:Tensor, logp_t:Tensor, divergence:str='forward', beta:flo
 
 @_fp32
 def SoftTarget(pred:Tensor,             # Student logits, (batch, classes, ...)
-               teacher_pred:Tensor,     # Teacher logits, same shape
+               teacher_pred:Tensor|TopK,# Teacher logits, same shape; or its top k (a `TopK`, as a store of tokens serves)
                T:float=5,               # Temperature that softens both distributions
                logit_stand:bool=False,  # Z-score each item's logits before the temperature (Sun et al., 2024)
                divergence:str='forward',# 'forward' KL(teacher || student), 'reverse' KL(student || teacher), or 'jsd' (GKD's generalised JSD)
@@ -51,8 +52,25 @@ def SoftTarget(pred:Tensor,             # Student logits, (batch, classes, ...)
                axis:int=1,              # The axis of the classes (-1 for a language model's (batch, seq_len, vocab))
                **kwargs):
     "A divergence between the temperature-softened outputs, times `T**2`: the KL from the teacher's (Hinton et al., 2015), the reverse KL, or the generalised JSD (Agarwal et al., 2024)"
+    if isinstance(teacher_pred, TopK): return _sparse(pred, teacher_pred, T, logit_stand, divergence, beta, axis, 'SoftTarget') * T*T
     s,t = _standardised(*_outputs(pred, teacher_pred, 'SoftTarget', axis=axis), logit_stand)
     return _divergence(F.log_softmax(s/T, dim=1), F.log_softmax(t/T, dim=1), divergence, beta) * T*T
+
+# %% ../../../nbs/distill/losses_output.ipynb #189e046c
+def _sparse(pred:Tensor, t:TopK, T:float, logit_stand:bool, divergence:str, beta:float, axis:int, loss:str) -> Tensor:
+    "`divergence` between the student's logits `pred` and a top-k teacher `t` over its `k+1` categories, at temperature `T`"
+    if logit_stand: raise ValueError(f"{loss}: logit_stand=True z-scores the teacher's logits, and a TopK teacher keeps its top "
+                                     f"{t.k} only: store full outputs (topk=None) to standardise them")
+    if not isinstance(pred, Tensor): raise TypeError(f"{loss}: the student output `pred` is a {type(pred).__name__}, not a tensor")
+    c = pred.shape[axis]
+    if c != t.n_classes or pred.shape[:-1] != t.shape[:-1] and pred.ndim == t.ndim: raise ValueError(
+        f"{loss}: student output {tuple(pred.shape)} vs the teacher's top {t.k} of {tuple(t.shape)}: do they predict the same classes?")
+    s = _up(pred).movedim(axis, -1).reshape(-1, c)
+    t = t.detach().to(s.dtype).movedim(axis, -1).reshape(-1, c)
+    if t.valid is not None and not t.valid.all(): raise ValueError(
+        f"{loss}: {int((~t.valid).sum())} of the {len(t)} rows compared are padding in the teacher's input, for which a store keeps "
+        "no output: the labels mark tokens that the store's pad_id calls padding")
+    return _divergence(_grouped(t, s, T), _tempered(t, T), divergence, beta, loss)
 
 # %% ../../../nbs/distill/losses_output.ipynb #282b9f89
 @_fp32
@@ -71,6 +89,7 @@ def Mutual(pred:Tensor,             # Student logits, (batch, classes, ...)
            axis:int=1,              # The axis of the classes (-1 for a language model's (batch, seq_len, vocab))
            **kwargs):
     "KL divergence between the teacher's and the student's predicted distributions (Zhang et al., 2018)"
+    if isinstance(teacher_pred, TopK): return _sparse(pred, teacher_pred, 1., logit_stand, 'forward', 0.5, axis, 'Mutual')
     s,t = _standardised(*_outputs(pred, teacher_pred, 'Mutual', axis=axis), logit_stand)
     return _kl(F.log_softmax(s, dim=1), F.log_softmax(t, dim=1))
 
