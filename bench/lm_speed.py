@@ -17,7 +17,7 @@ library's docstrings, batches of 64, `WordLSTM` models, `CrossEntropyLossFlat()`
   (bench/memory.py's method: VmHWM reset just before `fit`): target ≤ 1.05×.
 Public names only. Prints Markdown."""
 from __future__ import annotations
-import argparse, cProfile, gc, io, json, os, platform, pstats, statistics, subprocess, sys, tempfile, time, warnings
+import argparse, contextlib, cProfile, gc, io, json, os, platform, pstats, statistics, subprocess, sys, tempfile, time, warnings
 from pathlib import Path
 warnings.filterwarnings('ignore')
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -60,7 +60,8 @@ class Work:
     def fill(self):
         "The store, filled once by the teacher over the training windows"
         self.path = self.path or Path(tempfile.mkdtemp()) / f'top{self.topk}.db'
-        TeacherStore(self.path, fmt='fp16', topk=self.topk).fill(self.teacher, self.dls().train)
+        with contextlib.redirect_stdout(io.StringIO()):  # fill's progress bar
+            TeacherStore(self.path, fmt='fp16', topk=self.topk).fill(self.teacher, self.dls().train)
         return self
 
 def silent(learn):
@@ -173,15 +174,16 @@ def main(a):
     if a.profile or fails:
         for name, work in (('online', w), ('store', s)):
             print(f'\n### Where one epoch goes: {name} (cProfile, own time)\n\n```\n{profile(work, name)}\n```')
-    print(f'\nLoad average (1 min) at start / end: {load0[0]:.1f} / {os.getloadavg()[0]:.1f}; wall time {time.perf_counter() - t0:.0f} s.')
-    print('Targets: ' + ('not evaluated (--quick).' if a.quick else 'all met.' if not fails else 'NOT met: ' + '; '.join(fails)))
+    verdict = 'not evaluated (--quick).' if a.quick else 'all met.' if not fails else 'NOT met: ' + '; '.join(fails)
+    print(f'\nTargets: {verdict}\nLoad average (1 min) at start / end: {load0[0]:.1f} / {os.getloadavg()[0]:.1f}; '
+          f'wall time {time.perf_counter() - t0:.0f} s.')
 
 if __name__ == '__main__':
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--quick', action='store_true', help='smoke run: every path once, numbers not meaningful')
+    for flag, what in (('--quick', 'smoke run: every path once, numbers not meaningful'), ('--no-memory', 'skip the peak-memory processes'),
+                       ('--profile', 'print where an epoch spends its time, even when the targets are met')):
+        p.add_argument(flag, action='store_true', help=what)
     p.add_argument('--rounds', type=int, help=f"timing rounds (default {FULL['rounds']})")
-    p.add_argument('--no-memory', action='store_true', help='skip the peak-memory processes')
-    p.add_argument('--profile', action='store_true', help='print where an epoch spends its time, even when the targets are met')
     p.add_argument('--memory', help=argparse.SUPPRESS); p.add_argument('--path', help=argparse.SUPPRESS)
     p.add_argument('--n-train', type=int, default=FULL['n_train'], help=argparse.SUPPRESS)
     p.add_argument('--epochs', type=int, default=2, help=argparse.SUPPRESS)
