@@ -4,7 +4,7 @@ nbdev 2 needs fastcore<2, so `nbdev_test` cannot run next to the newest fastai (
 `.ci/newest-fastai` check the library there: each notebook runs cell by cell in a fresh namespace, with `show_doc` stubbed.
 Usage: python .ci/run_nbs.py NOTEBOOK...
 """
-import json, sys, time, types, traceback, os
+import __future__, json, sys, time, types, traceback, os
 from pathlib import Path
 
 def _stub_nbdev():
@@ -32,7 +32,8 @@ def run(path):
         for i, src in enumerate(cells):
             if _skip(src) or not src.strip(): continue
             code = '\n'.join(l for l in src.splitlines() if not l.lstrip().startswith(('%', '!')))
-            exec(compile(code, f'{path} [cell {i}]', 'exec'), ns)
+            # as IPython does, a cell's `from __future__ import annotations` holds for the cells after it (the modules have it)
+            exec(compile(code, f'{path} [cell {i}]', 'exec', flags=__future__.annotations.compiler_flag), ns)
     finally: os.chdir(cwd); sys.modules['__main__'] = old_main
 
 if __name__ == '__main__':
