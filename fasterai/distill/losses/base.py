@@ -26,7 +26,8 @@ def _how_to_call(loss, name:str, missing:set, unknown:set) -> str:
     if isinstance(loss, nn.Module) and type(loss).__module__.startswith('torch.nn'):  # a torch loss: forward(input, target)
         return (f"it is a torch loss module, whose forward takes ({', '.join(inspect.signature(loss.forward).parameters)}): "
                 + _WRAP.format(call="nn.KLDivLoss(reduction='batchmean', log_target=True)(F.log_softmax(pred, 1), F.log_softmax(teacher_pred, 1))"
-                               if name == 'KLDivLoss' else f"nn.{name}()(pred, teacher_pred)"))
+                               if name == 'KLDivLoss' else "nn.CrossEntropyLoss()(pred, F.softmax(teacher_pred, 1))"  # soft targets: probabilities
+                               if name == 'CrossEntropyLoss' else f"nn.{name}()(pred, teacher_pred)"))
     if missing: return (f"it requires {sorted(missing)}, which the callback never passes: it calls a loss with the student's output "
                         "`pred`, the teacher's `teacher_pred`, the feature maps `fm_s` and `fm_t` and the labels `target`. "
                         "Name its parameters so (and add **kwargs for the others), or " + _WRAP.format(call=f"{name}(pred, teacher_pred)"))
