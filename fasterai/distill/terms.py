@@ -189,6 +189,7 @@ class _Outputs:
         if isinstance(target, Tensor) and target.numel() * c == pred.numel():  # a label per position
             y = target.as_subclass(Tensor).reshape(-1)
             if self.ignore is not None: keep = y != self.ignore
+            if keep is not None and bool(keep.all()): keep = None  # every position a real token: rows are a view, not a copy
             if keep is not None: y = y[keep]
         def view(z):  # each prediction keeps its own number of classes: a teacher with another vocabulary is reported by the loss
             r = z.movedim(ax, -1).reshape(-1, z.shape[ax])

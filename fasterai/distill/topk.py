@@ -8,6 +8,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 # %% auto #0
 __all__ = ['TopK']
@@ -94,3 +95,42 @@ def _grouped(t:TopK, z:Tensor, T:float=1.) -> Tensor:
     logp = F.log_softmax(z / T, -1)
     rest = logp.scatter(-1, t.idx, -math.inf).logsumexp(-1, keepdim=True)
     return torch.cat([logp.gather(-1, t.idx), rest], -1)
+
+class _GroupedKL(torch.autograd.Function):
+    "`_grouped`'s KL from the teacher's `k+1` log-probabilities `logp` to the student's logits `z`, times `T**2`, with its gradient in one pass"
+    @staticmethod
+    def forward(ctx, z:Tensor, idx:Tensor, logp:Tensor, T:float):
+        z = z if T == 1 else z/T
+        q = torch.softmax(z, 1)                              # the only tensor of z's size: it becomes the gradient
+        top = q.gather(1, idx)
+        q.scatter_(1, idx, 0.)                               # the other classes: their mass is a sum of positive terms, exact
+        rest = q.sum(1, keepdim=True)
+        logq = torch.cat([top, rest], 1).log()
+        bad = (logq < -69).any(1)                            # a group under 1e-30, near float32's limit: those rows exactly
+        if bad.any():
+            zb = z[bad]; lse = zb.logsumexp(1, keepdim=True)
+            logq[bad] = torch.cat([zb.gather(1, idx[bad]), zb.scatter(1, idx[bad], -math.inf).logsumexp(1, keepdim=True)], 1) - lse
+        p = logp.exp()
+        kl = (p * (logp - logq)).sum()
+        # the gradient to z/T: softmax - p on the top k classes, softmax * (1 - p_rest / q_rest) on the others
+        q.mul_(1 - p[:, -1:] / rest.clamp_min(1e-30))
+        if bad.any(): q[bad] = (zb - lse - logq[bad, -1:]).exp() * (logq[bad, -1:].exp() - p[bad, -1:])
+        q.scatter_(1, idx, top - p[:, :-1])
+        ctx.d,ctx.scale,ctx.spent = q,T / len(z),None   # the gradient, kept off save_for_backward: the backward writes over it
+        return kl * (T*T / len(z))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g): return _spend(ctx, g), None, None, None
+
+def _spend(ctx, g:Tensor) -> Tensor:
+    "The gradient kept in `ctx.d` times `g`, written over it (no new tensor of the logits' size); another backward through the graph scales it back"
+    f = g * ctx.scale
+    if ctx.spent is None: ctx.spent = f; return ctx.d.mul_(f)
+    if not (ctx.spent != 0).all(): raise RuntimeError("A fused distillation loss (SoftTarget's or Mutual's forward KL) is differentiated again "
+        "through one graph (retain_graph=True) after a backward with a zero gradient, which erased its own: compute the loss again")
+    return ctx.d * (f / ctx.spent)
+
+def _grouped_kl(t:TopK, z:Tensor, T:float=1.) -> Tensor:
+    "KL from `_tempered(t, T)` to `_grouped(t, z, T)`, rows of classes, averaged over rows, times `T**2`: never `z`'s log-softmax"
+    return _GroupedKL.apply(z, t.idx.long(), _tempered(t, T).to(z.dtype), T)

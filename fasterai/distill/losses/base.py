@@ -4,13 +4,14 @@
 
 # %% ../../../nbs/distill/losses_base.ipynb #7244d139
 from __future__ import annotations
-import functools, inspect
+import contextlib, functools, inspect
 from typing import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
-from ..topk import TopK
+from torch.autograd.function import once_differentiable
+from ..topk import TopK, _spend
 
 # %% auto #0
 __all__ = []
@@ -140,7 +141,27 @@ def _kl(logp_s:Tensor, logp_t:Tensor) -> Tensor:
     "KL(teacher || student) between rows of log-probabilities, summed over classes and averaged over rows"
     return F.kl_div(logp_s, logp_t, log_target=True, reduction='batchmean')
 
+class _ForwardKL(torch.autograd.Function):
+    "`_kl` of the rows of logits `s` and `t` at temperature `T`, times `T**2`, with its gradient to `s` built in the same pass"
+    @staticmethod
+    def forward(ctx, s:Tensor, t:Tensor, T:float):
+        logq = F.log_softmax(s if T == 1 else s/T, dim=1)
+        logp = F.log_softmax(t if T == 1 else t/T, dim=1)
+        p = logp.exp()
+        with torch.autocast(s.device.type, enabled=False) if s.device.type in ('cpu', 'cuda') else contextlib.nullcontext():
+            kl = torch.einsum('nc,nc->n', p, logp.sub_(logq)).sum()  # p * (log p - log q) summed, row by row, in the inputs' dtype
+        ctx.d,ctx.scale,ctx.spent = logq.exp_().sub_(p),T / len(s),None  # the gradient q - p, in the memory of log q
+        return kl * (T*T / len(s))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g): return _spend(ctx, g), None, None
+
+def _forward_kl(s:Tensor, t:Tensor, T:float=1.) -> Tensor:
+    "KL(softmax(t/T) || softmax(s/T)) between rows of logits, averaged over rows, times `T**2`: fused when `t` takes no gradient"
+    if t.requires_grad: return _kl(F.log_softmax(s/T, dim=1), F.log_softmax(t/T, dim=1)) * T*T
+    return _ForwardKL.apply(s, t, T)
+
 def _channel_kl(s:Tensor, t:Tensor, T:float) -> Tensor:
     "KL(teacher || student) between each channel's softmax over positions at temperature `T`, averaged over channels and items, times `T**2`"
-    s,t = s.flatten(2).flatten(0, 1),t.flatten(2).flatten(0, 1)  # one row per (item, channel)
-    return _kl(F.log_softmax(s/T, dim=1), F.log_softmax(t/T, dim=1)) * T*T
+    return _forward_kl(s.flatten(2).flatten(0, 1), t.flatten(2).flatten(0, 1), T)  # one row per (item, channel)

@@ -8,8 +8,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from .base import _fp32, _outputs, _kl, _channel_kl, _up
-from ..topk import TopK, _tempered, _grouped
+from .base import _fp32, _outputs, _kl, _forward_kl, _channel_kl, _up
+from ..topk import TopK, _tempered, _grouped, _grouped_kl
 
 # %% auto #0
 __all__ = ['SoftTarget', 'Logits', 'Mutual', 'DecoupledKD', 'DIST', 'ChannelWise']
@@ -52,13 +52,14 @@ def SoftTarget(pred:Tensor,             # Student logits, (batch, classes, ...)
                axis:int=1,              # The axis of the classes (-1 for a language model's (batch, seq_len, vocab))
                **kwargs):
     "A divergence between the temperature-softened outputs, times `T**2`: the KL from the teacher's (Hinton et al., 2015), the reverse KL, or the generalised JSD (Agarwal et al., 2024)"
-    if isinstance(teacher_pred, TopK): return _sparse(pred, teacher_pred, T, logit_stand, divergence, beta, axis, 'SoftTarget') * T*T
+    if isinstance(teacher_pred, TopK): return _sparse(pred, teacher_pred, T, logit_stand, divergence, beta, axis, 'SoftTarget')
     s,t = _standardised(*_outputs(pred, teacher_pred, 'SoftTarget', axis=axis), logit_stand)
+    if divergence == 'forward': return _forward_kl(s, t, T)  # the value and its gradient in one pass
     return _divergence(F.log_softmax(s/T, dim=1), F.log_softmax(t/T, dim=1), divergence, beta) * T*T
 
 # %% ../../../nbs/distill/losses_output.ipynb #189e046c
 def _sparse(pred:Tensor, t:TopK, T:float, logit_stand:bool, divergence:str, beta:float, axis:int, loss:str) -> Tensor:
-    "`divergence` between the student's logits `pred` and a top-k teacher `t` over its `k+1` categories, at temperature `T`"
+    "`divergence` between the student's logits `pred` and a top-k teacher `t` over its `k+1` categories, at temperature `T`, times `T**2`"
     if logit_stand: raise ValueError(f"{loss}: logit_stand=True z-scores the teacher's logits, and a TopK teacher keeps its top "
                                      f"{t.k} only: store full outputs (topk=None) to standardise them")
     if not isinstance(pred, Tensor): raise TypeError(f"{loss}: the student output `pred` is a {type(pred).__name__}, not a tensor")
@@ -70,7 +71,8 @@ def _sparse(pred:Tensor, t:TopK, T:float, logit_stand:bool, divergence:str, beta
     if t.valid is not None and not t.valid.all(): raise ValueError(
         f"{loss}: {int((~t.valid).sum())} of the {len(t)} rows compared are padding in the teacher's input, for which a store keeps "
         "no output: the labels mark tokens that the store's pad_id calls padding")
-    return _divergence(_grouped(t, s, T), _tempered(t, T), divergence, beta, loss)
+    if divergence == 'forward': return _grouped_kl(t, s, T)  # the value and its gradient in one pass
+    return _divergence(_grouped(t, s, T), _tempered(t, T), divergence, beta, loss) * T*T
 
 # %% ../../../nbs/distill/losses_output.ipynb #282b9f89
 @_fp32
@@ -91,7 +93,7 @@ def Mutual(pred:Tensor,             # Student logits, (batch, classes, ...)
     "KL divergence between the teacher's and the student's predicted distributions (Zhang et al., 2018)"
     if isinstance(teacher_pred, TopK): return _sparse(pred, teacher_pred, 1., logit_stand, 'forward', 0.5, axis, 'Mutual')
     s,t = _standardised(*_outputs(pred, teacher_pred, 'Mutual', axis=axis), logit_stand)
-    return _kl(F.log_softmax(s, dim=1), F.log_softmax(t, dim=1))
+    return _forward_kl(s, t)
 
 # %% ../../../nbs/distill/losses_output.ipynb #4e615f81
 def _labels(target, teacher:Tensor, loss:str) -> Tensor:
