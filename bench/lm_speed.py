@@ -4,6 +4,7 @@
     python bench/lm_speed.py               # about 3 minutes on a quiet 2-core machine
     python bench/lm_speed.py --quick       # smoke run: every path once, numbers not meaningful
     python bench/lm_speed.py --profile     # also: where a batch's time goes, online and from the store (cProfile)
+    python bench/lm_speed.py --student 256,512   # a student whose own compute, not the vocabulary's softmax, dominates
 
 The data are the tutorial's (nbs/tutorials/distill/language_model.ipynb): windows of 32 tokens of the standard
 library's docstrings, batches of 64, `WordLSTM` models, `CrossEntropyLossFlat()`, `SoftTarget(T=1)` weighted 0.5.
@@ -117,7 +118,7 @@ def memory(path, n_train, epochs=2):
     out = {}
     for name in ('student', 'store'):
         r = subprocess.run([sys.executable, os.path.abspath(__file__), '--memory', name, '--path', str(path), '--n-train', str(n_train),
-                            '--epochs', str(epochs)], capture_output=True, text=True)
+                            '--epochs', str(epochs), '--student', ','.join(map(str, STORE['student']))], capture_output=True, text=True)
         line = next((l for l in r.stdout.splitlines()[::-1] if l.startswith('{')), None)
         if r.returncode or line is None: raise RuntimeError(f'memory run {name} failed:\n{r.stderr[-3000:]}')
         out[name] = json.loads(line)
@@ -197,9 +198,11 @@ if __name__ == '__main__':
                        ('--profile', 'print where an epoch spends its time, even when the targets are met')):
         p.add_argument(flag, action='store_true', help=what)
     p.add_argument('--rounds', type=int, help=f"timing rounds (default {FULL['rounds']})")
+    p.add_argument('--student', help="the student's embedding and hidden sizes, as E,H (default 32,32, the tutorial's)")
     p.add_argument('--memory', help=argparse.SUPPRESS); p.add_argument('--path', help=argparse.SUPPRESS)
     p.add_argument('--n-train', type=int, default=FULL['n_train'], help=argparse.SUPPRESS)
     p.add_argument('--epochs', type=int, default=2, help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.student: ONLINE['student'] = STORE['student'] = tuple(int(n) for n in a.student.split(','))
     if a.memory: print(json.dumps(memory_child(a.memory, a.path, a.n_train, a.epochs)))
     else: main(a)

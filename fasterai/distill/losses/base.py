@@ -141,6 +141,11 @@ def _kl(logp_s:Tensor, logp_t:Tensor) -> Tensor:
     "KL(teacher || student) between rows of log-probabilities, summed over classes and averaged over rows"
     return F.kl_div(logp_s, logp_t, log_target=True, reduction='batchmean')
 
+def _autocast_on(device_type:str) -> bool:
+    "Whether autocast is on for `device_type` (always so before torch 2.4, which cannot tell for every device)"
+    try: return device_type in ('cpu', 'cuda') and torch.is_autocast_enabled(device_type)
+    except TypeError: return device_type in ('cpu', 'cuda')
+
 class _ForwardKL(torch.autograd.Function):
     "`_kl` of the rows of logits `s` and `t` at temperature `T`, times `T**2`, with its gradient to `s` built in the same pass"
     @staticmethod
@@ -148,8 +153,8 @@ class _ForwardKL(torch.autograd.Function):
         logq = F.log_softmax(s if T == 1 else s/T, dim=1)
         logp = F.log_softmax(t if T == 1 else t/T, dim=1)
         p = logp.exp()
-        with torch.autocast(s.device.type, enabled=False) if s.device.type in ('cpu', 'cuda') else contextlib.nullcontext():
-            kl = torch.einsum('nc,nc->n', p, logp.sub_(logq)).sum()  # p * (log p - log q) summed, row by row, in the inputs' dtype
+        with torch.autocast(s.device.type, enabled=False) if _autocast_on(s.device.type) else contextlib.nullcontext():
+            kl = torch.bmm(p[:, None], logp.sub_(logq)[..., None]).sum()  # p * (log p - log q) summed row by row, in the inputs' dtype
         ctx.d,ctx.scale,ctx.spent = logq.exp_().sub_(p),T / len(s),None  # the gradient q - p, in the memory of log q
         return kl * (T*T / len(s))
 
