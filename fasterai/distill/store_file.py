@@ -222,6 +222,7 @@ def _wal(con:sqlite3.Connection, timeout:float):
             if 'locked' not in str(e) or time.monotonic() > end: raise
             time.sleep(0.005)
 
+# %% ../../nbs/distill/store_file.ipynb #7c3e5a90
 class _SQLiteFile:
     "An SQLite file in write-ahead-log mode, with one connection per process: what the store needs of SQLite"
     def __init__(self, path:str|Path, readonly:bool|str=False, timeout:float=60.):

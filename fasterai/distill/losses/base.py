@@ -22,6 +22,9 @@ _LOSS_KWARGS = ('pred', 'teacher_pred', 'fm_s', 'fm_t', 'target')
 _WRAP = ("wrap it in a function with those names, such as `def kd(pred, teacher_pred, **kwargs): return {call}`, and pass "
          "`kd`")
 
+_FUNCTIONAL = {F.kl_div: "F.kl_div(F.log_softmax(pred, 1), F.log_softmax(teacher_pred, 1), log_target=True, reduction='batchmean')",
+               F.cross_entropy: "F.cross_entropy(pred, F.softmax(teacher_pred, 1))"}  # torch's KD losses, as KD needs them
+
 def _how_to_call(loss, name:str, missing:set, unknown:set) -> str:
     "What to do with a loss whose signature does not fit the calling convention"
     if isinstance(loss, nn.Module) and type(loss).__module__.startswith('torch.nn'):  # a torch loss: forward(input, target)
@@ -31,7 +34,8 @@ def _how_to_call(loss, name:str, missing:set, unknown:set) -> str:
                                if name == 'CrossEntropyLoss' else f"nn.{name}()(pred, teacher_pred)"))
     if missing: return (f"it requires {sorted(missing)}, which the callback never passes: it calls a loss with the student's output "
                         "`pred`, the teacher's `teacher_pred`, the feature maps `fm_s` and `fm_t` and the labels `target`. "
-                        "Name its parameters so (and add **kwargs for the others), or " + _WRAP.format(call=f"{name}(pred, teacher_pred)"))
+                        "Name its parameters so (and add **kwargs for the others), or "
+                        + _WRAP.format(call=_FUNCTIONAL.get(loss, f"{name}(pred, teacher_pred)")))
     return f"add **kwargs to absorb {sorted(unknown)}, which it does not take"
 
 def _loss_params(loss:Callable) -> set:
@@ -140,11 +144,6 @@ def _pairs(fm_s:dict, fm_t:dict, loss:str, same:str='shape', min_ndim:int=2) -> 
 def _kl(logp_s:Tensor, logp_t:Tensor) -> Tensor:
     "KL(teacher || student) between rows of log-probabilities, summed over classes and averaged over rows"
     return F.kl_div(logp_s, logp_t, log_target=True, reduction='batchmean')
-
-def _autocast_on(device_type:str) -> bool:
-    "Whether autocast is on for `device_type` (always so before torch 2.4, which cannot tell for every device)"
-    try: return device_type in ('cpu', 'cuda') and torch.is_autocast_enabled(device_type)
-    except TypeError: return device_type in ('cpu', 'cuda')
 
 class _ForwardKL(torch.autograd.Function):
     "`_kl` of the rows of logits `s` and `t` at temperature `T`, times `T**2`, with its gradient to `s` built in the same pass"
