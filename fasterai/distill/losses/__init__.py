@@ -6,7 +6,7 @@
 __all__ = ['SoftTarget', 'Logits', 'Mutual', 'DecoupledKD', 'DIST', 'ChannelWise', 'Attention', 'NST', 'Affinity',
            'ActivationBoundaries', 'FitNet', 'FSP', 'KDSVD', 'ChannelWiseFeatures', 'ICKD', 'DISTPlus', 'Similarity',
            'PKT', 'RKD', 'CC', 'SRD', 'VID', 'PADL2', 'OFD', 'ReviewKD', 'CRD', 'ContentKeys', 'Paraphraser', 'FT',
-           'ProjectorKD', 'CTKD', 'KTA']
+           'ProjectorKD', 'CTKD', 'KTA', 'SSKD', 'RotatedViews']
 
 # %% ../../../nbs/distill/losses.ipynb #054fb41d
 import importlib
@@ -20,7 +20,8 @@ from .relational import *
 # (sqlite3, xxhash): their names are looked up in this table, and their module imported, on first use
 _LAZY = {**{n: 'learned' for n in ('SRD', 'VID', 'PADL2', 'OFD', 'ReviewKD', 'Paraphraser', 'FT')},
          **{n: 'adaptive' for n in ('ProjectorKD', 'CTKD', 'KTA')},
-         **{n: 'contrastive' for n in ('CRD', 'ContentKeys')}}
+         **{n: 'contrastive' for n in ('CRD', 'ContentKeys')},
+         **{n: 'selfsup' for n in ('SSKD', 'RotatedViews')}}
 
 def __getattr__(name:str):
     "A name of `_LAZY`, imported from its module when it is first asked for"
@@ -34,4 +35,4 @@ def __dir__() -> list: return sorted([*globals(), *_LAZY])
 _all_ = ['SoftTarget', 'Logits', 'Mutual', 'DecoupledKD', 'DIST', 'ChannelWise',
          'Attention', 'NST', 'Affinity', 'ActivationBoundaries', 'FitNet', 'FSP', 'KDSVD', 'ChannelWiseFeatures',
          'ICKD', 'DISTPlus', 'Similarity', 'PKT', 'RKD', 'CC',
-         'SRD', 'VID', 'PADL2', 'OFD', 'ReviewKD', 'CRD', 'ContentKeys', 'Paraphraser', 'FT', 'ProjectorKD', 'CTKD', 'KTA']
+         'SRD', 'VID', 'PADL2', 'OFD', 'ReviewKD', 'CRD', 'ContentKeys', 'Paraphraser', 'FT', 'ProjectorKD', 'CTKD', 'KTA', 'SSKD', 'RotatedViews']
