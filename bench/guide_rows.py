@@ -38,7 +38,7 @@ def student_cnn(): return digits_cnn(8, 16)
 EPOCHS, SEEDS = dict(teacher=10, student=8, paraphraser=10), (0, 1, 2)  # the guide's; --quick: one epoch, one seed
 
 set_seed(0, reproducible=True)
-from fasterai.distill.losses import SoftTarget, DIST, NST, Affinity, PADL2, FT, KDSVD, ICKD, DISTPlus, ProjectorKD, CTKD, KTA, SSKD, RotatedViews
+from fasterai.distill.losses import SoftTarget, DIST, NST, Affinity, PADL2, FT, KDSVD, ICKD, DISTPlus, ProjectorKD, CTKD, KTA, SSKD, RotatedViews, SKDInstance, SKDDirection
 
 class EpochTimer(Callback):
     def __init__(self): self.times = []
@@ -76,9 +76,11 @@ LOSSES = {'NST': (lambda seed: NST, maps, False), 'Affinity': (lambda seed: Affi
           'ICKD': (lambda seed: ICKD, maps, True), 'DISTPlus': (lambda seed: DISTPlus, maps, True),
           'ProjectorKD': (lambda seed: ProjectorKD(), pooled, False), 'CTKD': (lambda seed: CTKD(), {}, False), 'KTA': (first_stage(KTA), last, False),
           'SoftTarget': (lambda seed: partial(SoftTarget, T=4), {}, False), 'DIST': (lambda seed: DIST, {}, False),
-          'SSKD': (first_stage(SSKD, '11'), pooled, False)}
+          'SSKD': (first_stage(SSKD, '11'), pooled, False),
+          'SKDInstance': (lambda seed: partial(SKDInstance, mode='code'), {}, False),
+          'SKDDirection': (lambda seed: partial(SKDDirection, mode='code'), {}, False)}
 # they read the logits: weight 0.9 and no scale, as the guide's output losses (SoftTarget at T=4 and DIST: its rows, to compare with on another CPU)
-LOGITS = {'DISTPlus', 'ProjectorKD', 'CTKD', 'SoftTarget', 'DIST', 'SSKD'}  # SSKD: its own recipe (sskd_kd)
+LOGITS = {'DISTPlus', 'ProjectorKD', 'CTKD', 'SoftTarget', 'DIST', 'SSKD', 'SKDInstance', 'SKDDirection'}  # SSKD: its own recipe (sskd_kd)
 
 def main(names):
     global teacher
