@@ -192,8 +192,8 @@ def SKDDirection(pred:Tensor,          # Student logits, (batch, classes)
     _skd_modes(mode, 'SKDDirection')
     s,t = _outputs(pred, teacher_pred, 'SKDDirection')
     if len(s) < 2: raise ValueError(f"SKDDirection relates the items of a batch, and this one has {len(s)}: use batches of 2 items or more")
-    gram = lambda z: (lambda u: u @ u.T)(F.normalize(z, dim=1)) / (s.shape[1] if mode == 'code' else 1)
-    d = gram(s) - gram(t)                                                   # (batch, batch)
+    us,ut = F.normalize(s, dim=1),F.normalize(t, dim=1)
+    d = (us @ us.T - ut @ ut.T) / (s.shape[1] if mode == 'code' else 1)    # the Gram matrices' difference, (batch, batch)
     cov = torch.cov(d.T) + tikhonov * torch.eye(len(d), device=d.device, dtype=d.dtype)
     m = (d @ torch.cholesky_inverse(torch.linalg.cholesky(cov)) * d).sum(1)  # each row's squared Mahalanobis norm
     dist = m.clamp_min(1e-30).sqrt().mean()                                 # the clamp: a zero gradient, not NaN, for equal rows
